@@ -1,0 +1,1 @@
+"""The messages Packages consumes and publishes, and their topics: what services share."""

@@ -1,0 +1,91 @@
+"""The pieces every message shares: ids, money, the actor and the envelope."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Generic, Literal, TypeVar
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+BusinessId = Annotated[
+    Id, Field(description="The tenant: nothing of one business touches another's")
+]
+ClientId = Annotated[Id, Field(description="The platform's client id")]
+PackageId = Annotated[Id, Field(description="The platform's package (template) id")]
+RecordId = Annotated[Id, Field(description="A package record id")]
+ServiceId = Annotated[Id, Field(description="The platform's service id")]
+BookingId = Annotated[Id, Field(description="The platform's booking id")]
+InvoiceId = Annotated[Id, Field(description="The platform's invoice id")]
+
+
+def _decimal_string(value: object) -> object:
+    """Money travels as a decimal string; a JSON number or anything else is bad input."""
+    if isinstance(value, Decimal):
+        return value
+    if not isinstance(value, str):
+        raise ValueError('must be a decimal string such as "60.00"')
+    return value
+
+
+DecimalString = Annotated[
+    Decimal,
+    BeforeValidator(_decimal_string),
+    Field(allow_inf_nan=False, max_digits=18, decimal_places=6),
+    PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json"),
+]
+
+
+class Frozen(BaseModel):
+    """Base of every contract model: immutable, unknown fields ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_max_length=4096)
+
+
+class Money(Frozen):
+    """An amount of one currency."""
+
+    amount: DecimalString = Field(description='Decimal string, e.g. "60.00"', examples=["60.00"])
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = Field(
+        description="ISO 4217 code", examples=["EUR"]
+    )
+
+
+Role = Literal["owner", "staff", "client", "system"]
+
+
+class Actor(Frozen):
+    """Who did it on the platform."""
+
+    user_id: Id = Field(description="The platform's user id")
+    role: Role = Field(description="The user's role in the business")
+
+
+DataT = TypeVar("DataT", bound=BaseModel)
+
+
+class Envelope(Frozen, Generic[DataT]):
+    """The JSON object every Kafka value holds, inbound and outbound."""
+
+    event_id: UUID = Field(
+        description="Unique per event; a redelivery or resend carries the same id"
+    )
+    event_type: str = Field(description="Equal to the topic name")
+    occurred_at: AwareDatetime = Field(description="When it happened at the source (RFC 3339)")
+    business_id: BusinessId
+    actor: Actor | None = Field(
+        None, description="Required on package.* and package_record.* inbound events"
+    )
+    causation_id: UUID | None = Field(
+        None, description="Outbound only: the event_id that caused it"
+    )
+    data: DataT

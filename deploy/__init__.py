@@ -1,0 +1,1 @@
+"""Local infrastructure: a real Kafka broker and PostgreSQL server for tests and development."""

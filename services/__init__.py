@@ -1,0 +1,1 @@
+"""The four Packages services, the kernel they share and the read API."""

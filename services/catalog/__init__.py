@@ -1,0 +1,1 @@
+"""Catalog: which businesses may sell packages, and the packages themselves."""

@@ -1,0 +1,34 @@
+"""The catalog service: `faststream run services.catalog.app:app`."""
+
+from __future__ import annotations
+
+from faststream.kafka.annotations import KafkaMessage
+
+from contracts import topics
+from services.catalog import handlers
+from services.catalog.tables import kernel
+from services.kernel.service import Service
+from services.kernel.settings import Settings
+from services.kernel.timers import periodic
+
+settings = Settings()
+service = Service(
+    "catalog",
+    kernel,
+    handlers.Catalog(settings.early_event_wait_s).handle_batch,
+    settings=settings,
+    timers=[periodic("waiting-for-plan", handlers.expire_waiting)],
+)
+app = service.app
+
+
+@service.subscriber(
+    topics.BUSINESS_PLAN_CHANGED,
+    topics.PACKAGE_CREATED,
+    topics.PACKAGE_UPDATED,
+    topics.PACKAGE_DISABLED,
+    topics.PACKAGE_ENABLED,
+)
+async def on_catalog_event(message: KafkaMessage) -> None:
+    """Plans and packages."""
+    await service.handle(message)

@@ -1,0 +1,77 @@
+"""The catalog's rules: who may manage packages, what a valid package is, which version wins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from contracts.base import Actor
+from contracts.inbound import (
+    AmountDiscount,
+    PackageDefined,
+    PercentDiscount,
+    ValidForDays,
+    ValidUntil,
+)
+
+ENTITLED_PLANS = frozenset({"pro", "enterprise"})
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A rule refused the message."""
+
+    reason: str
+    detail: str
+
+
+def may_manage(plan: str | None, actor: Actor | None) -> Refusal | None:
+    """Rule 1: package management is for the owner of a Pro (or higher) business."""
+    if plan not in ENTITLED_PLANS:
+        return Refusal("not_entitled", f"plan {plan or 'unknown'} does not include packages")
+    if actor is None or actor.role != "owner":
+        return Refusal("not_owner", "only the business owner manages packages")
+    return None
+
+
+def validate(package: PackageDefined) -> Refusal | None:
+    """Rule 2: the checks the schema cannot make, each naming its field."""
+    if not package.services:
+        return Refusal("invalid_package", "services: at least one service is required")
+    ids = [s.service_id for s in package.services]
+    if len(set(ids)) != len(ids):
+        return Refusal("invalid_package", "services: service ids must be unique")
+    for i, s in enumerate(package.services):
+        if s.sessions is not None and not 1 <= s.sessions <= 100_000:
+            return Refusal(
+                "invalid_package", f"services[{i}].sessions: must be at least 1, or null"
+            )
+    return _validate_discount(package) or _validate_validity(package)
+
+
+def _validate_discount(package: PackageDefined) -> Refusal | None:
+    d = package.discount
+    if isinstance(d, PercentDiscount) and not Decimal(0) <= d.value <= Decimal(100):
+        return Refusal("invalid_package", "discount.value: a percent must be between 0 and 100")
+    if isinstance(d, AmountDiscount):
+        if d.value.currency != package.price.currency:
+            return Refusal(
+                "invalid_package", "discount.value.currency: must be the package's currency"
+            )
+        if d.value.amount < 0:
+            return Refusal("invalid_package", "discount.value.amount: must not be negative")
+    return None
+
+
+def _validate_validity(package: PackageDefined) -> Refusal | None:
+    v = package.validity
+    if isinstance(v, ValidForDays) and not 1 <= v.days <= 36_500:
+        return Refusal("invalid_package", "validity.days: must be at least 1")
+    if isinstance(v, ValidUntil) and v.date is None:
+        return Refusal("invalid_package", "validity.date: an until validity needs a date")
+    return None
+
+
+def is_stale(incoming_version: int, applied_version: int | None) -> bool:
+    """A version at or below the applied one changes nothing; gaps are fine."""
+    return applied_version is not None and incoming_version <= applied_version

@@ -1,0 +1,1 @@
+"""The read API the platform asks: records, balances and bookings' packages."""

@@ -1,0 +1,1 @@
+"""Invoicing: invoices that sell packages, and their payment and voiding."""

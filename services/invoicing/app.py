@@ -1,0 +1,28 @@
+"""The invoicing service: `faststream run services.invoicing.app:app`."""
+
+from __future__ import annotations
+
+from faststream.kafka.annotations import KafkaMessage
+
+from contracts import topics
+from services.invoicing.handlers import Invoicing, settle_waiting_lines
+from services.invoicing.tables import kernel
+from services.kernel.service import Service
+from services.kernel.settings import Settings
+from services.kernel.timers import periodic
+
+settings = Settings()
+service = Service(
+    "invoicing",
+    kernel,
+    Invoicing(settings.early_event_wait_s).handle_batch,
+    settings=settings,
+    timers=[periodic("waiting-lines", settle_waiting_lines)],
+)
+app = service.app
+
+
+@service.subscriber(topics.INVOICE_PUBLISHED, topics.INVOICE_PAID, topics.INVOICE_VOIDED)
+async def on_invoice_event(message: KafkaMessage) -> None:
+    """Invoices published, paid and voided."""
+    await service.handle(message)

@@ -1,0 +1,238 @@
+"""The invoicing service's units of work: publish, pay, void, and lines waiting for a package."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from contracts import topics
+from contracts.base import Envelope
+from contracts.inbound import InvoiceChanged, InvoicePublished, PackageLine, RecordLine
+from contracts.outbound import InvoiceOrigin
+from services.catalog import api as catalog
+from services.invoicing import domain
+from services.invoicing.tables import invoice, pending_line
+from services.kernel.unit_of_work import UnitOfWork
+from services.records import api as records
+
+log = logging.getLogger(__name__)
+
+
+class Invoicing:
+    """Handlers that know how long an invoice line may wait for its package."""
+
+    def __init__(self, pending_wait_s: float) -> None:
+        self.pending_wait = timedelta(seconds=pending_wait_s)
+
+    async def handle_batch(self, uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
+        """Invoice events one after another."""
+        for event in events:
+            if event.event_type == topics.INVOICE_PUBLISHED:
+                await self.publish_invoice(uow, event)
+            elif event.event_type == topics.INVOICE_PAID:
+                await pay_invoice(uow, event)
+            else:
+                await void_invoice(uow, event)
+
+    async def publish_invoice(self, uow: UnitOfWork, event: Envelope[InvoicePublished]) -> None:
+        """Rule 5: package lines create records, record lines attach unpaid records."""
+        data = event.data
+        state = await _upsert_invoice(uow, event, published=True, paid=data.paid)
+        refusals: list[str] = []
+        for line in data.lines:
+            if isinstance(line, PackageLine):
+                refusal = await self._sell(uow, event, line, paid=state.paid)
+            elif isinstance(line, RecordLine):
+                reason = await records.attach_to_invoice(
+                    uow,
+                    event.business_id,
+                    data.client_id,
+                    line.package_record_id,
+                    data.invoice_id,
+                    paid=state.paid,
+                    cause=event,
+                )
+                refusal = f"{reason}: line {line.line_id}" if reason else None
+            else:
+                continue  # services, products and the like are not ours
+            if refusal:
+                refusals.append(refusal)
+        if state.voided:
+            await records.void_invoice(uow, event.business_id, data.invoice_id, cause=event)
+        if refusals:
+            reasons = sorted({r.split(":")[0] for r in refusals})
+            uow.reject(
+                event, reasons[0] if len(reasons) == 1 else "lines_refused", "; ".join(refusals)
+            )
+
+    async def _sell(
+        self, uow: UnitOfWork, event: Envelope[InvoicePublished], line: PackageLine, *, paid: bool
+    ) -> str | None:
+        if (bad := domain.quantity_refusal(line.quantity)) is not None:
+            return f"invalid_quantity: line {line.line_id}: {bad}"
+        package = await catalog.find_package(uow.conn, event.business_id, line.package_id)
+        if package is None:
+            await _wait_for_package(uow, event, line, uow.now + self.pending_wait)
+            uow.defer(
+                event, "package_not_seen_yet", f"line {line.line_id} waits for {line.package_id}"
+            )
+            return None
+        if not package.active:
+            return f"package_disabled: line {line.line_id}: package {line.package_id} is disabled"
+        await records.create_records(
+            uow,
+            event.business_id,
+            event.data.client_id,
+            package.terms,
+            InvoiceOrigin(invoice_id=event.data.invoice_id, line_id=line.line_id),
+            quantity=line.quantity,
+            paid=paid,
+            cause=event,
+        )
+        return None
+
+
+class _InvoiceState:
+    def __init__(self, paid: bool, voided: bool) -> None:
+        self.paid = paid
+        self.voided = voided
+
+
+async def _upsert_invoice(
+    uow: UnitOfWork,
+    event: Envelope[Any],
+    *,
+    published: bool = False,
+    paid: bool = False,
+    voided: bool = False,
+) -> _InvoiceState:
+    """Keep what is known of an invoice; a payment or void may arrive before the invoice."""
+    stmt = insert(invoice).values(
+        business_id=event.business_id,
+        invoice_id=event.data.invoice_id,
+        client_id=event.data.client_id,
+        published=published,
+        paid=paid,
+        voided=voided,
+    )
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[invoice.c.business_id, invoice.c.invoice_id],
+        set_={
+            "published": invoice.c.published | stmt.excluded.published,
+            "paid": invoice.c.paid | stmt.excluded.paid,
+            "voided": invoice.c.voided | stmt.excluded.voided,
+        },
+    ).returning(invoice.c.paid, invoice.c.voided, invoice.c.client_id)
+    row = (await uow.conn.execute(upsert)).one()
+    return _InvoiceState(row.paid, row.voided)
+
+
+async def pay_invoice(uow: UnitOfWork, event: Envelope[InvoiceChanged]) -> None:
+    """Rule 6: the invoice's records become paid."""
+    await _upsert_invoice(uow, event, paid=True)
+    await records.pay_invoice(uow, event.business_id, event.data.invoice_id, cause=event)
+
+
+async def void_invoice(uow: UnitOfWork, event: Envelope[InvoiceChanged]) -> None:
+    """Rule 6: the invoice's records are cancelled; its waiting lines are dropped."""
+    await _upsert_invoice(uow, event, voided=True)
+    await uow.conn.execute(
+        update(pending_line)
+        .where(
+            pending_line.c.business_id == event.business_id,
+            pending_line.c.invoice_id == event.data.invoice_id,
+            pending_line.c.state == "waiting",
+        )
+        .values(state="voided")
+    )
+    await records.void_invoice(uow, event.business_id, event.data.invoice_id, cause=event)
+
+
+async def _wait_for_package(
+    uow: UnitOfWork, event: Envelope[InvoicePublished], line: PackageLine, until: datetime
+) -> None:
+    cause = event.model_dump(mode="json", exclude={"data"})
+    await uow.conn.execute(
+        insert(pending_line)
+        .values(
+            business_id=event.business_id,
+            invoice_id=event.data.invoice_id,
+            line_id=line.line_id,
+            client_id=event.data.client_id,
+            package_id=line.package_id,
+            quantity=line.quantity,
+            cause=cause,
+            wait_until=until,
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+async def settle_waiting_lines(uow: UnitOfWork, limit: int = 200) -> int:
+    """Apply lines whose package has arrived; refuse those that waited too long."""
+    rows = (
+        await uow.conn.execute(
+            select(pending_line, invoice.c.paid, invoice.c.voided)
+            .join(
+                invoice,
+                (invoice.c.business_id == pending_line.c.business_id)
+                & (invoice.c.invoice_id == pending_line.c.invoice_id),
+            )
+            .where(pending_line.c.state == "waiting")
+            .order_by(pending_line.c.wait_until)
+            .limit(limit)
+            .with_for_update(of=pending_line, skip_locked=True)
+        )
+    ).all()
+    settled = 0
+    for row in rows:
+        package = await catalog.find_package(uow.conn, row.business_id, row.package_id)
+        if package is None and row.wait_until > uow.now:
+            continue
+        line = PackageLine(
+            line_id=row.line_id,
+            type="package",
+            package_id=row.package_id,
+            quantity=row.quantity,
+            unit_price={"amount": "0", "currency": "EUR"},
+        )
+        cause: Envelope[PackageLine] = Envelope[PackageLine].model_validate(
+            {**row.cause, "data": line}
+        )
+        reason = domain.line_refusal(package is not None, package is not None and package.active)
+        if reason or package is None:
+            uow.reject(
+                cause,
+                reason or "package_not_found",
+                f"line {row.line_id}: package {row.package_id} "
+                + ("is disabled" if reason == "package_disabled" else "never arrived"),
+            )
+            state = "refused"
+        else:
+            await records.create_records(
+                uow,
+                row.business_id,
+                row.client_id,
+                package.terms,
+                InvoiceOrigin(invoice_id=row.invoice_id, line_id=row.line_id),
+                quantity=row.quantity,
+                paid=row.paid,
+                cause=cause,
+            )
+            state = "applied"
+        await uow.conn.execute(
+            update(pending_line)
+            .where(
+                pending_line.c.business_id == row.business_id,
+                pending_line.c.invoice_id == row.invoice_id,
+                pending_line.c.line_id == row.line_id,
+            )
+            .values(state=state)
+        )
+        settled += 1
+    return settled

@@ -1,0 +1,1 @@
+"""The one message-handling kernel every consumer runs on."""

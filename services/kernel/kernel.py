@@ -1,0 +1,257 @@
+"""Decode, deduplicate, apply and record a fetched batch in one transaction; park poison."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from contracts.base import Envelope
+from contracts.codec import MalformedMessage, decode
+from services.kernel import metrics
+from services.kernel.db import is_transient
+from services.kernel.tables import KernelTables
+from services.kernel.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+class RawRecord(Protocol):
+    """What the kernel reads of a Kafka record (aiokafka's ConsumerRecord fits)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A decoded inbound message and where it came from."""
+
+    record: RawRecord
+    envelope: Envelope[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """A message that could not be applied, and why."""
+
+    record: RawRecord
+    code: str
+    error: str
+    attempts: int
+
+
+BatchHandler = Callable[[UnitOfWork, Sequence[Envelope[Any]]], Awaitable[None]]
+
+
+class DeadLetters(Protocol):
+    """Where poison goes."""
+
+    async def park(self, poison: Sequence[Poison]) -> None:
+        """Send each poison message to its topic's .dlq; return once they are acknowledged."""
+
+
+class Kernel:
+    """The message-handling kernel one consumer group runs on."""
+
+    def __init__(
+        self,
+        service: str,
+        engine: AsyncEngine,
+        tables: KernelTables,
+        handler: BatchHandler,
+        dead_letters: DeadLetters,
+        *,
+        max_attempts: int = 3,
+        max_backoff_s: float = 5.0,
+        on_commit: Callable[[], None] = lambda: None,
+        clock: Callable[[], Any] | None = None,
+    ) -> None:
+        self.service = service
+        self._engine = engine
+        self._handler = handler
+        self._dead_letters = dead_letters
+        self._max_attempts = max_attempts
+        self._max_backoff_s = max_backoff_s
+        self._on_commit = on_commit
+        self._clock = clock
+        schema = tables.inbox.schema
+        self._insert_inbox = text(
+            f"INSERT INTO {schema}.inbox"
+            " (consumer, event_id, event_type, kafka_partition, kafka_offset)"
+            " SELECT :consumer, * FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS text[]),"
+            " CAST(:parts AS int[]), CAST(:offs AS bigint[]))"
+            " ON CONFLICT DO NOTHING RETURNING event_id"
+        )
+        self._update_outcomes = text(
+            f"UPDATE {schema}.inbox i"
+            " SET outcome = v.outcome, reason = v.reason, detail = v.detail"
+            " FROM unnest(CAST(:ids AS uuid[]), CAST(:outcomes AS text[]),"
+            " CAST(:reasons AS text[]), CAST(:details AS text[]))"
+            " AS v(event_id, outcome, reason, detail)"
+            " WHERE i.consumer = :consumer AND i.event_id = v.event_id"
+        )
+        self._insert_outbox = text(
+            f"INSERT INTO {schema}.outbox (event_id, topic, key, payload, causation_id)"
+            " SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:topics AS text[]),"
+            " CAST(:keys AS text[]), CAST(:payloads AS bytea[]), CAST(:causes AS uuid[]))"
+        )
+
+    async def handle(self, records: Sequence[RawRecord]) -> None:
+        """Handle one fetched batch; returns once every record is applied, skipped or parked."""
+        started = time.perf_counter()
+        good: list[Message] = []
+        poison: list[Poison] = []
+        for record in records:
+            try:
+                good.append(Message(record, decode(record.topic, record.value)))
+            except MalformedMessage as exc:
+                poison.append(Poison(record, exc.code, exc.detail, attempts=1))
+        if good:
+            poison.extend(await self._apply_isolating_poison(good))
+        if poison:
+            for p in poison:
+                metrics.DEAD_LETTERS.labels(self.service, p.record.topic, p.code).inc()
+                log.warning(
+                    "dead-lettering %s[%d]@%d: %s: %s",
+                    p.record.topic,
+                    p.record.partition,
+                    p.record.offset,
+                    p.code,
+                    p.error,
+                )
+            await self._dead_letters.park(poison)
+        metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+
+    async def _apply_isolating_poison(self, batch: list[Message]) -> list[Poison]:
+        """Apply the batch; if it fails for good, apply its messages one by one."""
+        try:
+            await self._apply_retrying_transient(batch)
+        except Exception as exc:  # noqa: BLE001 - anything else is the batch's own fault
+            if len(batch) == 1:
+                return await self._retry_alone(batch[0], exc)
+            log.info("batch of %d failed (%r); isolating the poison", len(batch), exc)
+        else:
+            return []
+        poison: list[Poison] = []
+        for message in batch:
+            try:
+                await self._apply_retrying_transient([message])
+            except Exception as exc:  # noqa: BLE001
+                poison.extend(await self._retry_alone(message, exc))
+        return poison
+
+    async def _retry_alone(self, message: Message, first: Exception) -> list[Poison]:
+        """Give one failing message its remaining attempts, then call it poison."""
+        error: Exception = first
+        for attempt in range(2, self._max_attempts + 1):
+            await asyncio.sleep(min(0.05 * 2**attempt, self._max_backoff_s))
+            try:
+                await self._apply_retrying_transient([message])
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+            else:
+                return []
+        log.error(
+            "giving up on %s after %d attempts",
+            message.envelope.event_id,
+            self._max_attempts,
+            exc_info=error,
+        )
+        return [
+            Poison(
+                message.record,
+                "handler_error",
+                f"{type(error).__name__}: {error}",
+                self._max_attempts,
+            )
+        ]
+
+    async def _apply_retrying_transient(self, batch: list[Message]) -> None:
+        """Apply; a passing failure (database away, deadlock) is retried with backoff, forever."""
+        delay = 0.05
+        while True:
+            try:
+                await self._apply(batch)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                metrics.RETRIES.labels(self.service).inc()
+                log.warning("transient failure, retrying in %.2fs: %r", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_backoff_s)
+            else:
+                return
+
+    async def _apply(self, batch: list[Message]) -> None:
+        """The one transaction: inbox, the handler's change, outcomes, outbox."""
+        unique: dict[uuid.UUID, Message] = {}
+        for m in batch:
+            unique.setdefault(m.envelope.event_id, m)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                self._insert_inbox,
+                {
+                    "consumer": self.service,
+                    "ids": list(unique),
+                    "types": [m.envelope.event_type for m in unique.values()],
+                    "parts": [m.record.partition for m in unique.values()],
+                    "offs": [m.record.offset for m in unique.values()],
+                },
+            )
+            fresh = {row[0] for row in result}
+            envelopes = [m.envelope for m in unique.values() if m.envelope.event_id in fresh]
+            uow = UnitOfWork(conn, self.service, **({"now": self._clock()} if self._clock else {}))
+            if envelopes:
+                await self._handler(uow, envelopes)
+            await self.write_outbox(uow)
+        self._count(batch, envelopes, uow)
+        if uow.outbox:
+            self._on_commit()
+
+    async def write_outbox(self, uow: UnitOfWork) -> None:
+        """Write the outcomes and outbound events a unit of work gathered."""
+        if uow.outcomes:
+            await uow.conn.execute(
+                self._update_outcomes,
+                {
+                    "consumer": self.service,
+                    "ids": list(uow.outcomes),
+                    "outcomes": [o.outcome for o in uow.outcomes.values()],
+                    "reasons": [o.reason for o in uow.outcomes.values()],
+                    "details": [o.detail[:2000] for o in uow.outcomes.values()],
+                },
+            )
+        if uow.outbox:
+            await uow.conn.execute(
+                self._insert_outbox,
+                {
+                    "ids": [r.event_id for r in uow.outbox],
+                    "topics": [r.topic for r in uow.outbox],
+                    "keys": [r.key for r in uow.outbox],
+                    "payloads": [r.payload for r in uow.outbox],
+                    "causes": [r.causation_id for r in uow.outbox],
+                },
+            )
+
+    def _count(self, batch: list[Message], applied: list[Envelope[Any]], uow: UnitOfWork) -> None:
+        fresh = {e.event_id for e in applied}
+        for m in batch:
+            eid = m.envelope.event_id
+            outcome = (
+                "duplicate"
+                if eid not in fresh
+                else (uow.outcomes[eid].outcome if eid in uow.outcomes else "applied")
+            )
+            metrics.MESSAGES.labels(self.service, m.record.topic, outcome).inc()

@@ -1,0 +1,94 @@
+"""Publishes the outbox in order with an idempotent producer and marks rows sent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.kernel import metrics
+from services.kernel.db import is_transient
+from services.kernel.tables import KernelTables
+
+log = logging.getLogger(__name__)
+
+
+class Relay:
+    """One relay per process; an advisory lock lets one of a service's relays publish at a time."""
+
+    def __init__(
+        self,
+        service: str,
+        engine: AsyncEngine,
+        tables: KernelTables,
+        producer: Any,
+        *,
+        batch: int = 1000,
+        poll_interval_s: float = 0.5,
+    ) -> None:
+        self.service = service
+        self._engine = engine
+        self._producer = producer
+        self._batch = batch
+        self._poll_interval_s = poll_interval_s
+        self._wake = asyncio.Event()
+        self._lock_key = zlib.crc32(f"outbox:{tables.outbox.schema}".encode())
+        schema = tables.outbox.schema
+        self._select = text(
+            f"SELECT id, topic, key, payload FROM {schema}.outbox"
+            " WHERE sent_at IS NULL ORDER BY id LIMIT :limit"
+        )
+        self._mark = text(
+            f"UPDATE {schema}.outbox SET sent_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"
+        )
+
+    def wake(self) -> None:
+        """Something was committed: publish it now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Relay until cancelled."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
+            self._wake.clear()
+            try:
+                while await self.drain_once():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a relay must outlive any failure
+                level = logging.WARNING if is_transient(exc) else logging.ERROR
+                log.log(level, "outbox relay failed, will retry: %r", exc)
+                await asyncio.sleep(self._poll_interval_s)
+
+    async def drain_once(self) -> int:
+        """Publish one batch of unsent rows; return how many were sent (0: nothing to do)."""
+        async with self._engine.begin() as conn:
+            locked = await conn.scalar(
+                text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": self._lock_key}
+            )
+            if not locked:
+                # Another process is relaying this outbox and drains what we committed; look
+                # again soon in case it had just finished.
+                self._wake.set()
+                await asyncio.sleep(0.02)
+                return 0
+            rows = (await conn.execute(self._select, {"limit": self._batch})).all()
+            if not rows:
+                return 0
+            futures = [
+                await self._producer.send(
+                    topic, value=bytes(payload), key=key.encode() if key is not None else None
+                )
+                for _id, topic, key, payload in rows
+            ]
+            await asyncio.gather(*futures)
+            await conn.execute(self._mark, {"ids": [r[0] for r in rows]})
+        metrics.PUBLISHED.labels(self.service).inc(len(rows))
+        return len(rows)

@@ -1,0 +1,168 @@
+"""A consumer service: its FastStream app, its engine, producer, kernel, relay and timers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.specification import AsyncAPI
+
+from services.kernel.db import make_engine
+from services.kernel.dead_letters import KafkaDeadLetters
+from services.kernel.faults import crash_after_commit
+from services.kernel.kernel import BatchHandler, Kernel, RawRecord
+from services.kernel.relay import Relay
+from services.kernel.settings import Settings
+from services.kernel.tables import KernelTables
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger(__name__)
+
+Timer = Callable[["Service"], Coroutine[Any, Any, None]]
+Handler = Callable[..., Awaitable[None]]
+
+
+async def _no_decoding(_message: Any) -> None:
+    """The kernel decodes by itself: FastStream only hands over the raw records."""
+    return
+
+
+class Service:
+    """Everything one consumer process of a service runs."""
+
+    def __init__(
+        self,
+        name: str,
+        tables: KernelTables,
+        handler: BatchHandler,
+        *,
+        settings: Settings | None = None,
+        timers: Sequence[Timer] = (),
+    ) -> None:
+        self.name = name
+        self.settings = settings or Settings()
+        self._tables = tables
+        self._handler = handler
+        self._timers = timers
+        self._tasks: list[asyncio.Task[None]] = []
+        self.broker = KafkaBroker(
+            self.settings.kafka_bootstrap_servers,
+            security=self.settings.broker_security(),
+            graceful_timeout=15.0,
+        )
+        self.app = FastStream(
+            self.broker,
+            on_startup=[self._start],
+            after_shutdown=[self._stop],
+            specification=AsyncAPI(
+                title=f"Packages {name}",
+                version="1.0.0",
+                description=f"The {name} consumer of Packages: what it consumes and publishes.",
+            ),
+        )
+        self.engine: AsyncEngine | None = None
+        self.kernel: Kernel | None = None
+        self.relay: Relay | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    def subscriber(self, *topics: str) -> Callable[[Handler], Any]:
+        """A batch subscriber of this service's group that commits only after the transaction."""
+        subscriber: Callable[[Handler], Any] = self.broker.subscriber(
+            *topics,
+            group_id=self.name,
+            batch=True,
+            max_records=self.settings.batch_max_records,
+            batch_timeout_ms=self.settings.batch_timeout_ms,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            decoder=_no_decoding,
+            max_partition_fetch_bytes=2 * 1024 * 1024,
+        )
+        return subscriber
+
+    async def handle(self, message: KafkaMessage) -> None:
+        """Hand a fetched batch to the kernel, then commit its offsets."""
+        if self.kernel is None:
+            raise RuntimeError("the service has not started")
+        records: Sequence[RawRecord] = message.raw_message
+        if not records:
+            return
+        await self.kernel.handle(records)
+        crash_after_commit(
+            records, self.settings.fault_crash_marker, self.settings.fault_crash_once_file
+        )
+        await commit(message.consumer, records)
+
+    async def _start(self) -> None:
+        s = self.settings
+        logging.basicConfig(
+            level=s.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        self.engine = make_engine(s)
+        self._producer = AIOKafkaProducer(
+            **s.kafka_options(),
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=2,
+            max_batch_size=512 * 1024,
+            max_request_size=2 * 1024 * 1024,
+        )
+        await self._producer.start()
+        self.relay = Relay(
+            self.name,
+            self.engine,
+            self._tables,
+            self._producer,
+            batch=s.relay_batch,
+            poll_interval_s=s.relay_poll_interval_s,
+        )
+        self.kernel = Kernel(
+            self.name,
+            self.engine,
+            self._tables,
+            self._handler,
+            KafkaDeadLetters(self.name, self._producer),
+            max_attempts=s.max_attempts,
+            max_backoff_s=s.retry_max_backoff_s,
+            on_commit=self.relay.wake,
+        )
+        self._tasks = [asyncio.create_task(self.relay.run(), name=f"{self.name}-relay")]
+        self._tasks += [
+            asyncio.create_task(timer(self), name=f"{self.name}-timer") for timer in self._timers
+        ]
+
+    async def _stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.relay is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.relay.drain_once(), timeout=5)
+        if self._producer is not None:
+            await self._producer.stop()
+        if self.engine is not None:
+            await self.engine.dispose()
+
+
+async def commit(consumer: Any, records: Sequence[RawRecord]) -> None:
+    """Commit the batch's offsets; a rebalance may refuse it, and the inbox makes that safe."""
+    offsets: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+    try:
+        await consumer.commit(offsets)
+    except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+        log.warning("offset commit refused (%r); redelivery will be recognised as duplicate", exc)

@@ -1,0 +1,116 @@
+"""Settings of every process, read from the environment (prefix PACKAGES_ or the usual names)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """What a process needs to reach Kafka and PostgreSQL and how hard to work."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PACKAGES_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "PACKAGES_KAFKA_BOOTSTRAP_SERVERS"
+        ),
+    )
+    database_url: SecretStr = Field(
+        SecretStr("postgresql+asyncpg://packages@127.0.0.1:5432/packages"),
+        validation_alias=AliasChoices("DATABASE_URL", "PACKAGES_DATABASE_URL"),
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    database_ssl: Literal["disable", "prefer", "require", "verify-full"] = "disable"
+
+    batch_max_records: int = Field(500, ge=1, le=10_000)
+    batch_timeout_ms: int = Field(20, ge=1, le=10_000)
+    max_attempts: int = Field(
+        3, ge=1, le=100, description="Tries of a failing message before it is dead-lettered"
+    )
+    retry_max_backoff_s: float = Field(5.0, gt=0)
+    db_pool_size: int = Field(5, ge=1, le=100)
+    relay_poll_interval_s: float = Field(0.5, gt=0)
+    relay_batch: int = Field(1000, ge=1, le=100_000)
+    early_event_wait_s: float = Field(
+        300.0,
+        ge=0,
+        description="How long an event waits for what it depends on (a plan, a package)",
+    )
+    sweep_interval_s: float = Field(1.0, gt=0)
+    http_port: int = Field(
+        0, ge=0, le=65535, description="Health and metrics port of a worker; 0 for none"
+    )
+    log_level: str = "INFO"
+    topic_replication_factor: int = Field(1, ge=1, le=5)
+    fault_crash_marker: str | None = Field(
+        None, description="Tests only: SIGKILL after the commit of a batch holding this text"
+    )
+    fault_crash_once_file: Path | None = Field(None, description="Tests only: crash once per file")
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _has_hosts(cls, value: str) -> str:
+        hosts = [h.strip() for h in value.split(",") if h.strip()]
+        if not hosts or any(":" not in h for h in hosts):
+            raise ValueError("must be host:port[,host:port...]")
+        return ",".join(hosts)
+
+    @field_validator("database_url")
+    @classmethod
+    def _is_asyncpg(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if url.startswith(("postgresql://", "postgres://")):
+            url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+        if not url.startswith("postgresql+asyncpg://"):
+            raise ValueError("must be a postgresql:// or postgresql+asyncpg:// URL")
+        return SecretStr(url)
+
+    def broker_security(self) -> BaseSecurity | None:
+        """The same security as FastStream's broker wants it."""
+        options = self.kafka_options()
+        ssl_context = options.get("ssl_context")
+        if not self.kafka_sasl_mechanism:
+            return BaseSecurity(ssl_context=ssl_context) if ssl_context else None  # type: ignore[arg-type]
+        kind = {
+            "PLAIN": SASLPlaintext,
+            "SCRAM-SHA-256": SASLScram256,
+            "SCRAM-SHA-512": SASLScram512,
+        }[self.kafka_sasl_mechanism]
+        return kind(
+            username=self.kafka_sasl_username or "",
+            password=self.kafka_sasl_password.get_secret_value()
+            if self.kafka_sasl_password
+            else "",
+            ssl_context=ssl_context,  # type: ignore[arg-type]
+            use_ssl=self.kafka_security_protocol == "SASL_SSL",
+        )
+
+    def kafka_options(self) -> dict[str, object]:
+        """Connection options for aiokafka clients (security included)."""
+        options: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context(cafile=self.kafka_ssl_cafile)
+        if self.kafka_sasl_mechanism:
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            )
+        return options

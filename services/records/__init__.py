@@ -1,0 +1,1 @@
+"""Records: the packages clients own, their balances, edits and expiry."""

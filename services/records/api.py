@@ -1,0 +1,303 @@
+"""What other services may do with records: always in the caller's transaction."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.dialects.postgresql import insert
+
+from contracts import topics
+from contracts.base import Envelope
+from contracts.inbound import PackageDefined
+from contracts.outbound import AssignmentOrigin, InvoiceOrigin
+from services.kernel.unit_of_work import UnitOfWork
+from services.records import domain, repository
+from services.records.queries import (
+    RecordView,
+    RecordWithHistory,
+    client_records,
+    record_with_history,
+)
+from services.records.sessions import (
+    Redeemable,
+    SessionKind,
+    SessionMove,
+    lock_records,
+    move_sessions,
+)
+from services.records.tables import package_record, record_service
+
+
+async def create_records(
+    uow: UnitOfWork,
+    business_id: str,
+    client_id: str,
+    package: PackageDefined,
+    origin: InvoiceOrigin | AssignmentOrigin,
+    *,
+    quantity: int,
+    paid: bool,
+    cause: Envelope[Any],
+) -> list[str]:
+    """Rule 5: `quantity` records copying the package's terms; a repeat creates none."""
+    today = uow.now.date()
+    if isinstance(origin, InvoiceOrigin):
+        keys: list[dict[str, Any]] = [
+            {
+                "record_id": domain.record_id(
+                    business_id, "invoice", origin.invoice_id, origin.line_id, n
+                ),
+                "invoice_id": origin.invoice_id,
+                "line_id": origin.line_id,
+                "unit": n,
+            }
+            for n in range(quantity)
+        ]
+    else:
+        keys = [
+            {
+                "record_id": domain.record_id(business_id, "assignment", origin.assignment_id),
+                "assignment_id": origin.assignment_id,
+            }
+        ]
+    rows = [
+        {
+            "business_id": business_id,
+            "client_id": client_id,
+            "package_id": package.package_id,
+            "origin": origin.model_dump(mode="json"),
+            "paid": paid,
+            "status": "active",
+            "expires_on": domain.expires_on(package, today),
+            "discount": package.discount.model_dump(mode="json"),
+            "created_on": today,
+            **k,
+        }
+        for k in keys
+    ]
+    created = list(
+        (
+            await uow.conn.execute(
+                insert(package_record)
+                .values(rows)
+                .on_conflict_do_nothing()
+                .returning(package_record.c.record_id)
+            )
+        ).scalars()
+    )
+    if not created:
+        return []
+    await uow.conn.execute(
+        insert(record_service),
+        [
+            {"record_id": rid, "service_id": s.service_id, "sessions_total": s.sessions}
+            for rid in created
+            for s in package.services
+        ],
+    )
+    await repository.note(
+        uow.conn,
+        [
+            {
+                "record_id": rid,
+                "kind": "created",
+                "actor": repository.actor_json(cause.actor),
+                "detail": {"origin": origin.model_dump(mode="json"), "paid": paid},
+            }
+            for rid in created
+        ],
+    )
+    await repository.publish_states(uow, topics.RECORD_CREATED, business_id, created, cause)
+    return created
+
+
+def _of_invoice(invoice_id: str) -> Any:
+    return or_(
+        package_record.c.invoice_id == invoice_id,
+        package_record.c.attached_invoice_id == invoice_id,
+    )
+
+
+async def pay_invoice(
+    uow: UnitOfWork, business_id: str, invoice_id: str, cause: Envelope[Any]
+) -> None:
+    """Rule 6: every record the invoice created or was added to becomes paid."""
+    records = await repository.load(uow.conn, business_id, _of_invoice(invoice_id))
+    paid = [r for r in records if not r.paid and r.status != "cancelled"]
+    for r in paid:
+        await repository.save(uow.conn, r, replace(r, paid=True))
+    await repository.note(
+        uow.conn,
+        [
+            {
+                "record_id": r.record_id,
+                "kind": "paid",
+                "actor": repository.actor_json(cause.actor),
+                "detail": {"invoice_id": invoice_id},
+            }
+            for r in paid
+        ],
+    )
+    await repository.publish_states(
+        uow, topics.RECORD_PAID, business_id, [r.record_id for r in paid], cause
+    )
+
+
+async def void_invoice(
+    uow: UnitOfWork, business_id: str, invoice_id: str, cause: Envelope[Any]
+) -> None:
+    """Rule 6: voiding cancels the records it created and lets go of those added to it."""
+    records = await repository.load(uow.conn, business_id, _of_invoice(invoice_id))
+    cancelled = []
+    for r in records:
+        if r.status == "cancelled":
+            continue
+        created_here = await _created_by(uow, r.record_id, invoice_id)
+        if created_here:
+            await repository.save(uow.conn, r, replace(r, status="cancelled"))
+            cancelled.append(r.record_id)
+        else:
+            await repository.save(uow.conn, r, r, attached_invoice_id=None)
+            await repository.note(
+                uow.conn,
+                [
+                    {
+                        "record_id": r.record_id,
+                        "kind": "detached",
+                        "actor": repository.actor_json(cause.actor),
+                        "detail": {"invoice_id": invoice_id},
+                    }
+                ],
+            )
+    await repository.note(
+        uow.conn,
+        [
+            {
+                "record_id": rid,
+                "kind": "cancelled",
+                "actor": repository.actor_json(cause.actor),
+                "detail": {"invoice_id": invoice_id, "why": "invoice_voided"},
+            }
+            for rid in cancelled
+        ],
+    )
+    await repository.publish_states(uow, topics.RECORD_CANCELLED, business_id, cancelled, cause)
+
+
+async def _created_by(uow: UnitOfWork, record_id: str, invoice_id: str) -> bool:
+    found = await uow.conn.scalar(
+        select(package_record.c.record_id).where(
+            package_record.c.record_id == record_id, package_record.c.invoice_id == invoice_id
+        )
+    )
+    return found is not None
+
+
+async def attach_to_invoice(
+    uow: UnitOfWork,
+    business_id: str,
+    client_id: str,
+    record_id: str,
+    invoice_id: str,
+    *,
+    paid: bool,
+    cause: Envelope[Any],
+) -> str | None:
+    """Rule 6: an unpaid record of the client added to an invoice; returns a refusal reason."""
+    found = await repository.load(
+        uow.conn,
+        business_id,
+        and_(package_record.c.record_id == record_id, package_record.c.client_id == client_id),
+    )
+    if not found:
+        return "record_not_found"
+    record = found[0]
+    if record.status == "cancelled":
+        return "record_cancelled"
+    if record.paid:
+        return "record_already_paid"
+    await repository.save(
+        uow.conn, record, replace(record, paid=paid), attached_invoice_id=invoice_id
+    )
+    await repository.note(
+        uow.conn,
+        [
+            {
+                "record_id": record_id,
+                "kind": "attached",
+                "actor": repository.actor_json(cause.actor),
+                "detail": {"invoice_id": invoice_id},
+            }
+        ],
+    )
+    if paid:
+        await repository.note(
+            uow.conn,
+            [
+                {
+                    "record_id": record_id,
+                    "kind": "paid",
+                    "actor": repository.actor_json(cause.actor),
+                    "detail": {"invoice_id": invoice_id},
+                }
+            ],
+        )
+        await repository.publish_states(uow, topics.RECORD_PAID, business_id, [record_id], cause)
+    return None
+
+
+async def apply_new_terms(
+    uow: UnitOfWork, business_id: str, package: PackageDefined, cause: Envelope[Any]
+) -> list[str]:
+    """Rule 3: a package edit reaches every record of it that is not cancelled or expired."""
+    today = uow.now.date()
+    records = await repository.load(
+        uow.conn,
+        business_id,
+        and_(
+            package_record.c.package_id == package.package_id,
+            package_record.c.status.in_(domain.LIVE),
+        ),
+    )
+    changed: list[str] = []
+    discount = package.discount.model_dump(mode="json")
+    for r in records:
+        if r.expired_on(today):
+            continue  # expired in fact, whether or not the expiry sweep has run yet
+        after = domain.with_terms(r, package)
+        await repository.save(uow.conn, r, after, discount=discount)
+        changed.append(r.record_id)
+    await repository.note(
+        uow.conn,
+        [
+            {
+                "record_id": rid,
+                "kind": "terms_changed",
+                "actor": repository.actor_json(cause.actor),
+                "detail": {"package_version": package.version},
+            }
+            for rid in changed
+        ],
+    )
+    await repository.publish_states(uow, topics.RECORD_UPDATED, business_id, changed, cause)
+    return changed
+
+
+__all__ = [
+    "RecordView",
+    "RecordWithHistory",
+    "Redeemable",
+    "SessionKind",
+    "SessionMove",
+    "apply_new_terms",
+    "attach_to_invoice",
+    "client_records",
+    "create_records",
+    "lock_records",
+    "move_sessions",
+    "pay_invoice",
+    "record_with_history",
+    "void_invoice",
+]

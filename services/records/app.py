@@ -1,0 +1,22 @@
+"""The records service: `faststream run services.records.app:app`."""
+
+from __future__ import annotations
+
+from faststream.kafka.annotations import KafkaMessage
+
+from contracts import topics
+from services.kernel.service import Service
+from services.kernel.timers import periodic
+from services.records import handlers
+from services.records.tables import kernel
+
+service = Service(
+    "records", kernel, handlers.handle_batch, timers=[periodic("expiry", handlers.expire_due)]
+)
+app = service.app
+
+
+@service.subscriber(topics.PACKAGE_ASSIGNED, topics.RECORD_EDIT_REQUESTED)
+async def on_record_event(message: KafkaMessage) -> None:
+    """Assignments and edit requests."""
+    await service.handle(message)

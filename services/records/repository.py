@@ -1,0 +1,170 @@
+"""Loading and saving records with their balances, and publishing their state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contracts.base import Actor, Envelope
+from contracts.outbound import RecordState, ServiceBalance
+from services.kernel.unit_of_work import UnitOfWork
+from services.records.domain import Balance, Record
+from services.records.tables import package_record, record_event, record_service
+
+
+def _record(row: Any, balances: Iterable[Balance]) -> Record:
+    return Record(
+        record_id=row.record_id,
+        business_id=row.business_id,
+        client_id=row.client_id,
+        package_id=row.package_id,
+        status=row.status,
+        paid=row.paid,
+        expires_on=row.expires_on,
+        created_on=row.created_on,
+        balances=tuple(balances),
+    )
+
+
+async def load(
+    conn: AsyncConnection, business_id: str, where: Any, *, lock: bool = True
+) -> list[Record]:
+    """Records of one business matching `where`, with balances, locked for update."""
+    stmt = select(package_record).where(package_record.c.business_id == business_id, where)
+    if lock:
+        stmt = stmt.order_by(package_record.c.record_id).with_for_update()
+    rows = (await conn.execute(stmt)).all()
+    if not rows:
+        return []
+    ids = [r.record_id for r in rows]
+    svc = (
+        await conn.execute(
+            select(record_service)
+            .where(record_service.c.record_id.in_(ids))
+            .order_by(record_service.c.record_id, record_service.c.service_id)
+        )
+    ).all()
+    by_record: dict[str, list[Balance]] = {i: [] for i in ids}
+    for s in svc:
+        by_record[s.record_id].append(Balance(s.service_id, s.sessions_total, s.sessions_used))
+    return [_record(r, by_record[r.record_id]) for r in rows]
+
+
+async def save(conn: AsyncConnection, before: Record, after: Record, **extra: Any) -> None:
+    """Write what changed between two versions of a record."""
+    await conn.execute(
+        update(package_record)
+        .where(package_record.c.record_id == after.record_id)
+        .values(
+            status=after.status,
+            paid=after.paid,
+            expires_on=after.expires_on,
+            updated_at=func.now(),
+            **extra,
+        )
+    )
+    old = {b.service_id: b for b in before.balances}
+    new = {b.service_id: b for b in after.balances}
+    gone = [sid for sid in old if sid not in new]
+    if gone:
+        await conn.execute(
+            delete(record_service).where(
+                record_service.c.record_id == after.record_id, record_service.c.service_id.in_(gone)
+            )
+        )
+    changed = [b for b in after.balances if old.get(b.service_id) != b]
+    if changed:
+        stmt = insert(record_service).values(
+            [
+                {
+                    "record_id": after.record_id,
+                    "service_id": b.service_id,
+                    "sessions_total": b.total,
+                    "sessions_used": b.used,
+                }
+                for b in changed
+            ]
+        )
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[record_service.c.record_id, record_service.c.service_id],
+                set_={
+                    "sessions_total": stmt.excluded.sessions_total,
+                    "sessions_used": stmt.excluded.sessions_used,
+                },
+            )
+        )
+
+
+async def note(
+    conn: AsyncConnection,
+    entries: Sequence[dict[str, Any]],
+) -> None:
+    """Append to records' histories: dicts of record_id, kind, actor, booking_id, detail."""
+    if entries:
+        await conn.execute(
+            insert(record_event),
+            [{"actor": None, "booking_id": None, "detail": None, **e} for e in entries],
+        )
+
+
+def actor_json(actor: Actor | None) -> dict[str, str] | None:
+    """The actor as the history keeps it."""
+    return actor.model_dump() if actor else None
+
+
+async def states(conn: AsyncConnection, record_ids: Sequence[str]) -> dict[str, RecordState]:
+    """The published form of records, as committed in this transaction."""
+    if not record_ids:
+        return {}
+    rows = (
+        await conn.execute(select(package_record).where(package_record.c.record_id.in_(record_ids)))
+    ).all()
+    svc = (
+        await conn.execute(
+            select(record_service)
+            .where(record_service.c.record_id.in_(record_ids))
+            .order_by(record_service.c.record_id, record_service.c.service_id)
+        )
+    ).all()
+    balances: dict[str, list[ServiceBalance]] = {r.record_id: [] for r in rows}
+    for s in svc:
+        b = Balance(s.service_id, s.sessions_total, s.sessions_used)
+        balances[s.record_id].append(
+            ServiceBalance(
+                service_id=b.service_id,
+                sessions_total=b.total,
+                sessions_used=b.used,
+                sessions_remaining=b.remaining,
+            )
+        )
+    return {
+        r.record_id: RecordState(
+            package_record_id=r.record_id,
+            client_id=r.client_id,
+            package_id=r.package_id,
+            origin=r.origin,
+            paid=r.paid,
+            status=r.status,
+            expires_on=r.expires_on,
+            discount=r.discount,
+            services=balances[r.record_id],
+        )
+        for r in rows
+    }
+
+
+async def publish_states(
+    uow: UnitOfWork,
+    topic: str,
+    business_id: str,
+    record_ids: Sequence[str],
+    cause: Envelope[Any] | None,
+) -> None:
+    """Publish `topic` with each record's state after this transaction's change."""
+    for state in (await states(uow.conn, record_ids)).values():
+        uow.publish(topic, state.client_id, state, business_id=business_id, cause=cause)

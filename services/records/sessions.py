@@ -1,0 +1,192 @@
+"""Sessions bookings take from records and give back: many records per statement.
+
+Redemption calls these in its own transaction, so a redemption and the balance check it
+depends on commit together; the balances themselves are only ever written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import TypeAdapter
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contracts import topics
+from contracts.base import Envelope
+from contracts.inbound import Discount
+from contracts.outbound import RecordState
+from services.kernel.unit_of_work import UnitOfWork
+from services.records import repository
+from services.records.domain import Balance, Record, status_for
+from services.records.tables import package_record, record_event, record_service
+
+SessionKind = Literal["redeemed", "restored", "released"]
+_DELTA: dict[SessionKind, int] = {"redeemed": 1, "restored": -1, "released": 0}
+_DISCOUNT: TypeAdapter[Discount] = TypeAdapter(Discount)
+_RECORDS = package_record.fullname
+_SERVICES = record_service.fullname
+
+# Rows are locked in record id order, so two batches over the same records cannot deadlock.
+_LOCK_RECORDS = text(
+    f"SELECT p.* FROM {_RECORDS} p WHERE p.record_id IN ("
+    f" SELECT q.record_id FROM {_RECORDS} q"
+    "  JOIN unnest(CAST(:client_businesses AS text[]), CAST(:client_ids AS text[]))"
+    "   AS c(business_id, client_id) ON q.business_id = c.business_id AND q.client_id = c.client_id"
+    " UNION ALL"
+    f" SELECT q.record_id FROM {_RECORDS} q"
+    "  JOIN unnest(CAST(:record_businesses AS text[]), CAST(:record_ids AS text[]))"
+    "   AS n(business_id, record_id)"
+    "   ON q.business_id = n.business_id AND q.record_id = n.record_id)"
+    " ORDER BY p.record_id FOR UPDATE OF p"
+).columns(discount=JSONB)
+
+_BALANCES = text(
+    f"SELECT record_id, service_id, sessions_total, sessions_used FROM {_SERVICES}"
+    " WHERE record_id = ANY(CAST(:ids AS text[])) ORDER BY record_id, service_id"
+)
+
+# The join on package_record keeps a move from touching another business's record.
+_ADD_USED = text(
+    f"UPDATE {_SERVICES} s SET sessions_used = s.sessions_used + d.delta"
+    " FROM unnest(CAST(:businesses AS text[]), CAST(:record_ids AS text[]),"
+    "  CAST(:service_ids AS text[]), CAST(:deltas AS int[]))"
+    f"  AS d(business_id, record_id, service_id, delta), {_RECORDS} p"
+    " WHERE s.record_id = d.record_id AND s.service_id = d.service_id"
+    "  AND p.record_id = d.record_id AND p.business_id = d.business_id"
+)
+
+_SET_STATUS = text(
+    f"UPDATE {_RECORDS} p SET status = v.status, updated_at = now()"
+    " FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[])) AS v(record_id, status)"
+    " WHERE p.record_id = v.record_id"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Redeemable:
+    """A record with what redemption needs beside its balances: its discount and its age."""
+
+    record: Record
+    discount: Discount
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SessionMove:
+    """A booking took a session, gave it back, or let a dead record keep it (released)."""
+
+    business_id: str
+    record_id: str
+    service_id: str
+    booking_id: str
+    kind: SessionKind
+    cause: Envelope[Any]
+    reason: str | None = None
+
+
+async def lock_records(
+    conn: AsyncConnection,
+    clients: Iterable[tuple[str, str]],
+    named: Iterable[tuple[str, str]] = (),
+) -> list[Redeemable]:
+    """Lock and load, with balances, the records of these clients and these named records."""
+    client_keys = sorted(set(clients))
+    record_keys = sorted(set(named))
+    if not client_keys and not record_keys:
+        return []
+    rows = (
+        await conn.execute(
+            _LOCK_RECORDS,
+            {
+                "client_businesses": [b for b, _ in client_keys],
+                "client_ids": [c for _, c in client_keys],
+                "record_businesses": [b for b, _ in record_keys],
+                "record_ids": [r for _, r in record_keys],
+            },
+        )
+    ).all()
+    if not rows:
+        return []
+    balances: dict[str, list[Balance]] = {r.record_id: [] for r in rows}
+    for s in await conn.execute(_BALANCES, {"ids": list(balances)}):
+        balances[s.record_id].append(Balance(s.service_id, s.sessions_total, s.sessions_used))
+    return [_redeemable(r, balances[r.record_id]) for r in rows]
+
+
+def _redeemable(row: Any, balances: list[Balance]) -> Redeemable:
+    record = Record(
+        record_id=row.record_id,
+        business_id=row.business_id,
+        client_id=row.client_id,
+        package_id=row.package_id,
+        status=row.status,
+        paid=row.paid,
+        expires_on=row.expires_on,
+        created_on=row.created_on,
+        balances=tuple(balances),
+    )
+    return Redeemable(record, _DISCOUNT.validate_python(row.discount), row.created_at)
+
+
+async def move_sessions(uow: UnitOfWork, moves: Sequence[SessionMove]) -> list[str]:
+    """Apply session moves set-based, note them, publish each changed record once; returns them."""
+    if not moves:
+        return []
+    deltas: dict[tuple[str, str, str], int] = {}
+    for m in moves:
+        key = (m.business_id, m.record_id, m.service_id)
+        deltas[key] = deltas.get(key, 0) + _DELTA[m.kind]
+    changed = {k: d for k, d in deltas.items() if d}
+    if changed:
+        result = await uow.conn.execute(_ADD_USED, {
+            "businesses": [b for b, _, _ in changed],
+            "record_ids": [r for _, r, _ in changed],
+            "service_ids": [s for _, _, s in changed],
+            "deltas": list(changed.values()),
+        })
+        if result.rowcount != len(changed):
+            raise LookupError("a session move names a record or service its business does not have")
+    await _note(uow.conn, moves)
+    record_ids = sorted({r for _, r, _ in changed})
+    states = await _settle(uow.conn, record_ids)
+    last = {m.record_id: m for m in moves}
+    for rid in record_ids:
+        state, move = states[rid], last[rid]
+        uow.publish(topics.RECORD_UPDATED, state.client_id, state, business_id=move.business_id,
+                    cause=move.cause)
+    return record_ids
+
+
+async def _note(conn: AsyncConnection, moves: Sequence[SessionMove]) -> None:
+    """History rows: each redemption, restoration and release with its booking."""
+    await conn.execute(insert(record_event), [
+        {
+            "record_id": m.record_id,
+            "kind": m.kind,
+            "actor": repository.actor_json(m.cause.actor),
+            "booking_id": m.booking_id,
+            "detail": {"service_id": m.service_id, "event_id": str(m.cause.event_id)}
+            | ({"reason": m.reason} if m.reason else {}),
+        }
+        for m in moves
+    ])
+
+
+async def _settle(conn: AsyncConnection, record_ids: list[str]) -> dict[str, RecordState]:
+    """Active or exhausted from the new balances; returns the records' states after it."""
+    if not record_ids:
+        return {}
+    states = await repository.states(conn, record_ids)
+    settled: dict[str, RecordState] = {}
+    for rid, state in states.items():
+        now = [Balance(x.service_id, x.sessions_total, x.sessions_used) for x in state.services]
+        settled[rid] = state.model_copy(update={"status": status_for(state.status, now)})
+    await conn.execute(_SET_STATUS, {
+        "ids": list(settled), "statuses": [s.status for s in settled.values()],
+    })
+    return settled

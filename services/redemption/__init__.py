@@ -1,0 +1,1 @@
+"""Redemption: bookings redeem sessions; no-shows and cancellations give them back."""

@@ -1,0 +1,428 @@
+"""Rules 9-12: which record a booking redeems, and when its session comes back.
+
+Plain values in, decisions out: the handler loads the batch's bookings and records, calls
+`decide` once per event in order, and writes what the decisions say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Protocol
+
+from contracts.base import Money
+from contracts.inbound import (
+    AmountDiscount,
+    BookingSnapshot,
+    BookingStatus,
+    BookingStatusChanged,
+    Discount,
+)
+from contracts.outbound import (
+    NotAppliedReason,
+    PackageApplied,
+    PackageNotApplied,
+    PackageRemoved,
+    RemovalReason,
+)
+
+ENDING: tuple[BookingStatus, ...] = ("no_show", "cancelled")
+LIVE = ("active", "exhausted")
+MAX_PLACES = 6
+
+BookingEvent = BookingSnapshot | BookingStatusChanged
+Inputs = tuple[str, str, bool, str | None]
+"""What matching depends on: client, service, use_package and the chosen record."""
+Outbound = PackageApplied | PackageRemoved | PackageNotApplied
+
+
+class BalanceView(Protocol):
+    """One service of a record, as records.domain.Balance has it."""
+
+    @property
+    def service_id(self) -> str: ...
+    @property
+    def total(self) -> int | None: ...
+    @property
+    def used(self) -> int: ...
+
+
+class RecordView(Protocol):
+    """A record, as records.domain.Record has it."""
+
+    @property
+    def record_id(self) -> str: ...
+    @property
+    def business_id(self) -> str: ...
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def expires_on(self) -> date | None: ...
+    @property
+    def created_on(self) -> date: ...
+    @property
+    def balances(self) -> Sequence[BalanceView]: ...
+
+    def expired_on(self, today: date) -> bool:
+        """Whether the record is past its last valid day."""
+
+
+class RedeemableView(Protocol):
+    """A record with the terms redemption needs, as records.api.Redeemable has it."""
+
+    @property
+    def record(self) -> RecordView: ...
+    @property
+    def discount(self) -> Discount: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Held:
+    """The redemption a booking holds; identity matters, two holds are never the same."""
+
+    record_id: str
+    service_id: str
+    price_before: Money
+    price_after: Money
+    stored_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """What redemption keeps of a booking: last snapshot, effective status, its hold."""
+
+    business_id: str
+    booking_id: str
+    client_id: str
+    status: BookingStatus
+    snapshot_version: int = 0
+    status_version: int = 0
+    service_id: str | None = None
+    price: Money | None = None
+    use_package: bool = True
+    chosen_record_id: str | None = None
+    released: bool = False
+    matched_on: Inputs | None = None
+    held: Held | None = None
+
+    @property
+    def inputs(self) -> Inputs | None:
+        """The matching inputs of the last snapshot; None before any snapshot."""
+        if self.service_id is None:
+            return None
+        return (self.client_id, self.service_id, self.use_package, self.chosen_record_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Redeemed:
+    """A session of a record was taken for the booking."""
+
+    held: Held
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """The booking let go of its hold; the session came back only if `restored`."""
+
+    held: Held
+    reason: RemovalReason
+    restored: bool
+
+
+Action = Redeemed | Removed
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The event applies: the booking's new state, what happened, what to publish."""
+
+    booking: Booking
+    actions: tuple[Action, ...]
+    events: tuple[Outbound, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """The event is at or below a version already applied: it changes nothing."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A rule refuses the event (`message.rejected`): it changes nothing."""
+
+    reason: str
+    detail: str
+
+
+Outcome = Applied | Stale | Refused
+
+
+class Ledger:
+    """The batch's records and the sessions used of them, as the batch's decisions change them."""
+
+    def __init__(self, records: Iterable[RedeemableView]) -> None:
+        self._records: dict[str, RedeemableView] = {}
+        self._used: dict[tuple[str, str], int] = {}
+        self._totals: dict[tuple[str, str], int | None] = {}
+        self._clients: dict[tuple[str, str], list[RedeemableView]] = {}
+        for r in records:
+            rec = r.record
+            self._records[rec.record_id] = r
+            self._clients.setdefault((rec.business_id, rec.client_id), []).append(r)
+            for b in rec.balances:
+                self._used[rec.record_id, b.service_id] = b.used
+                self._totals[rec.record_id, b.service_id] = b.total
+        for candidates in self._clients.values():
+            candidates.sort(key=pick_order)
+
+    def get(self, record_id: str) -> RedeemableView | None:
+        """A record of the batch by id."""
+        return self._records.get(record_id)
+
+    def of_client(self, business_id: str, client_id: str) -> list[RedeemableView]:
+        """The client's records in the order rule 9 picks them."""
+        return self._clients.get((business_id, client_id), [])
+
+    def covers(self, record_id: str, service_id: str) -> bool:
+        """Whether the record includes the service."""
+        return (record_id, service_id) in self._totals
+
+    def used(self, record_id: str, service_id: str) -> int:
+        """Sessions of the service used on the record, now."""
+        return self._used[record_id, service_id]
+
+    def remaining(self, record_id: str, service_id: str) -> int | None:
+        """Sessions of the service left on the record, now; None for unlimited."""
+        total = self._totals[record_id, service_id]
+        return None if total is None else total - self._used[record_id, service_id]
+
+    def take(self, record_id: str, service_id: str) -> None:
+        """Use one session (unlimited services count up too)."""
+        self._used[record_id, service_id] += 1
+
+    def give_back(self, record_id: str, service_id: str) -> None:
+        """Return one session."""
+        self._used[record_id, service_id] -= 1
+
+
+def pick_order(r: RedeemableView) -> tuple[bool, date, date, datetime, str]:
+    """Rule 9: the record that expires first (never = last), then the oldest."""
+    rec = r.record
+    return (rec.expires_on is None, rec.expires_on or date.min, rec.created_on, r.created_at,
+            rec.record_id)
+
+
+def decide(
+    state: Booking | None, business_id: str, event: BookingEvent, ledger: Ledger, today: date
+) -> Outcome:
+    """Apply one booking event: stale, refused, or the booking's new state and what it did.
+
+    On `Applied` the ledger holds the event's session changes; otherwise it is unchanged.
+    """
+    absorbed = absorb(state, business_id, event)
+    if isinstance(absorbed, Stale):
+        return absorbed
+    work = _Work(ledger, today)
+    try:
+        booking = work.reconcile(absorbed)
+    except _Refusal as refusal:
+        work.undo()
+        return Refused(refusal.reason, refusal.detail)
+    return Applied(booking, tuple(work.actions), tuple(work.events))
+
+
+def absorb(state: Booking | None, business_id: str, event: BookingEvent) -> Booking | Stale:
+    """The booking with the event's facts, or Stale when a newer version is already known."""
+    current = state or Booking(business_id, event.booking_id, event.client_id, event.status)
+    if isinstance(event, BookingSnapshot):
+        if event.version <= current.snapshot_version:
+            return Stale(f"version {event.version} <= snapshot {current.snapshot_version}")
+        # A status change newer than this snapshot keeps its status (it arrived early).
+        newest = event.version > current.status_version
+        return replace(
+            current,
+            client_id=event.client_id,
+            service_id=event.service_id,
+            price=event.price,
+            use_package=event.use_package,
+            chosen_record_id=event.package_record_id,
+            snapshot_version=event.version,
+            status=event.status if newest else current.status,
+        )
+    known = max(current.snapshot_version, current.status_version)
+    if event.version <= known:
+        return Stale(f"version {event.version} <= {known}")
+    return replace(current, status=event.status, status_version=event.version)
+
+
+def price_after(price: Money, discount: Discount) -> Money | Refused:
+    """Rule 10: the discounted price, rounded to the price's places, never below zero."""
+    amount = price.amount
+    if isinstance(discount, AmountDiscount):
+        if discount.value.currency != price.currency:
+            return Refused(
+                "currency_mismatch",
+                f"booking price is in {price.currency}, "
+                f"the package discount in {discount.value.currency}",
+            )
+        after = amount - discount.value.amount
+    else:
+        after = amount * (Decimal(100) - discount.value) / Decimal(100)
+    places = min(max(-_exponent(amount), 0), MAX_PLACES)
+    after = min(max(after, Decimal(0)), amount)
+    return Money(amount=after.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP),
+                 currency=price.currency)
+
+
+def _exponent(amount: Decimal) -> int:
+    exponent = amount.as_tuple().exponent
+    return exponent if isinstance(exponent, int) else 0
+
+
+class _Refusal(Exception):  # noqa: N818 - a control-flow signal inside this module only
+    def __init__(self, refused: Refused) -> None:
+        super().__init__(refused.reason)
+        self.reason = refused.reason
+        self.detail = refused.detail
+
+
+class _Work:
+    """One event's reconciliation: the steps of rules 9-12, recording actions and events."""
+
+    def __init__(self, ledger: Ledger, today: date) -> None:
+        self.ledger = ledger
+        self.today = today
+        self.actions: list[Action] = []
+        self.events: list[Outbound] = []
+
+    def reconcile(self, b: Booking) -> Booking:
+        """Bring the booking's hold in line with its state."""
+        inputs = b.inputs
+        if inputs is None:
+            return b  # a status change ahead of its booking: kept until the snapshot comes
+        if b.status in ENDING:
+            return self._release(b)
+        if b.released:
+            return b  # out of cancelled again: never silently redeems a second time
+        if b.held is not None:
+            b = self._review(b, b.held)
+        if b.held is None and b.use_package and inputs != b.matched_on:
+            b = self._match(b)
+        return replace(b, matched_on=inputs)
+
+    def undo(self) -> None:
+        """Take back the ledger changes of this event (it was refused)."""
+        for action in reversed(self.actions):
+            held = action.held
+            if isinstance(action, Redeemed):
+                self.ledger.give_back(held.record_id, held.service_id)
+            elif action.restored:
+                self.ledger.take(held.record_id, held.service_id)
+
+    def _release(self, b: Booking) -> Booking:
+        """Rule 11: no-show or cancelled gives the session back, once, and ends matching."""
+        if b.held is not None:
+            reason: RemovalReason = (
+                "booking_no_show" if b.status == "no_show" else "booking_cancelled"
+            )
+            b = self._remove(b, b.held, reason, restored=True)
+        return replace(b, released=True)
+
+    def _review(self, b: Booking, held: Held) -> Booking:
+        """Rule 12: a dead record loses the hold; a deselection or new service gives it back."""
+        found = self.ledger.get(held.record_id)
+        if found is None:
+            raise LookupError(f"record {held.record_id} of a held redemption was not loaded")
+        record = found.record
+        if record.status == "cancelled":
+            return self._remove(b, held, "record_cancelled", restored=False)
+        if record.status == "expired" or record.expired_on(self.today):
+            return self._remove(b, held, "record_expired", restored=False)
+        chosen_other = b.chosen_record_id not in (None, held.record_id)
+        if not b.use_package or chosen_other or record.client_id != b.client_id:
+            return self._remove(b, held, "package_deselected", restored=True)
+        assert b.service_id is not None
+        if b.service_id != held.service_id and not self.ledger.covers(held.record_id, b.service_id):
+            return self._remove(b, held, "service_changed", restored=True)
+        return b
+
+    def _remove(self, b: Booking, held: Held, reason: RemovalReason, *, restored: bool) -> Booking:
+        if restored:
+            self.ledger.give_back(held.record_id, held.service_id)
+        self.actions.append(Removed(held, reason, restored))
+        self.events.append(PackageRemoved(
+            booking_id=b.booking_id,
+            client_id=b.client_id,
+            package_record_id=held.record_id,
+            reason=reason,
+            session_restored=restored,
+            sessions_remaining=self.ledger.remaining(held.record_id, held.service_id),
+        ))
+        return replace(b, held=None)
+
+    def _match(self, b: Booking) -> Booking:
+        """Rule 9: the chosen record, else the eligible one expiring first, then the oldest."""
+        found = self._chosen(b) if b.chosen_record_id else self._first_eligible(b)
+        if isinstance(found, str):
+            self.events.append(PackageNotApplied(
+                booking_id=b.booking_id,
+                client_id=b.client_id,
+                reason=found,
+                package_record_id=b.chosen_record_id,
+            ))
+            return b
+        return self._redeem(b, found)
+
+    def _chosen(self, b: Booking) -> RedeemableView | NotAppliedReason:
+        assert b.chosen_record_id is not None
+        found = self.ledger.get(b.chosen_record_id)
+        # Another business's or another client's record is as good as missing.
+        if found is None or (found.record.business_id, found.record.client_id) != (
+            b.business_id, b.client_id
+        ):
+            return "record_not_found"
+        return found if self._eligible(found, b) else "record_not_eligible"
+
+    def _first_eligible(self, b: Booking) -> RedeemableView | NotAppliedReason:
+        candidates = self.ledger.of_client(b.business_id, b.client_id)
+        return next((r for r in candidates if self._eligible(r, b)), "no_eligible_record")
+
+    def _eligible(self, r: RedeemableView, b: Booking) -> bool:
+        """Live, not past its last day, covers the service and has a session of it left."""
+        record = r.record
+        assert b.service_id is not None
+        if record.status not in LIVE or record.expired_on(self.today):
+            return False
+        if not self.ledger.covers(record.record_id, b.service_id):
+            return False
+        left = self.ledger.remaining(record.record_id, b.service_id)
+        return left is None or left > 0
+
+    def _redeem(self, b: Booking, r: RedeemableView) -> Booking:
+        assert b.service_id is not None
+        assert b.price is not None
+        after = price_after(b.price, r.discount)
+        if isinstance(after, Refused):
+            raise _Refusal(after)
+        record_id = r.record.record_id
+        self.ledger.take(record_id, b.service_id)
+        held = Held(record_id, b.service_id, b.price, after)
+        self.actions.append(Redeemed(held))
+        self.events.append(PackageApplied(
+            booking_id=b.booking_id,
+            client_id=b.client_id,
+            package_record_id=record_id,
+            service_id=b.service_id,
+            price_before=b.price,
+            price_after=after,
+            sessions_remaining=self.ledger.remaining(record_id, b.service_id),
+        ))
+        return replace(b, held=held)

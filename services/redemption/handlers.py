@@ -1,0 +1,269 @@
+"""The redemption service's unit of work: a whole batch of booking events, set-based.
+
+Booking traffic is the largest of the system, so a batch costs a fixed handful of
+statements whatever its size: lock its bookings, load them, lock and load their clients'
+records, decide every event in memory in order, then write everything at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contracts import topics
+from contracts.base import Envelope, Money
+from contracts.outbound import PackageApplied, PackageNotApplied, PackageRemoved
+from services.kernel.unit_of_work import UnitOfWork
+from services.records import api as records
+from services.redemption import domain
+from services.redemption.tables import booking, redemption, restoration
+
+BookingKey = tuple[str, str]
+
+_TOPIC: dict[type[domain.Outbound], str] = {
+    PackageApplied: topics.PACKAGE_APPLIED,
+    PackageRemoved: topics.PACKAGE_REMOVED,
+    PackageNotApplied: topics.PACKAGE_NOT_APPLIED,
+}
+
+# Two consumers handling the same booking at once take turns: the booking row may not exist
+# yet, so a row lock cannot do it. Keys are taken in one order, so batches cannot deadlock.
+_LOCK_BOOKINGS = text(
+    "SELECT count(pg_advisory_xact_lock(7304, k)) FROM ("
+    " SELECT DISTINCT hashtext(b || '/' || i) AS k"
+    " FROM unnest(CAST(:businesses AS text[]), CAST(:bookings AS text[])) AS u(b, i)"
+    " ORDER BY k) AS keys"
+)
+
+_LOAD_BOOKINGS = text(
+    "SELECT b.*, r.id AS held_id, r.record_id AS held_record_id, r.service_id AS held_service_id,"
+    " r.price_before AS held_price_before, r.price_after AS held_price_after,"
+    " r.currency AS held_currency"
+    " FROM unnest(CAST(:businesses AS text[]), CAST(:bookings AS text[]))"
+    "  AS k(business_id, booking_id)"
+    f" JOIN {booking.fullname} b"
+    "  ON b.business_id = k.business_id AND b.booking_id = k.booking_id"
+    f" LEFT JOIN {redemption.fullname} r"
+    "  ON r.business_id = b.business_id AND r.booking_id = b.booking_id AND NOT r.removed"
+)
+
+_NEW_REDEMPTION_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"
+)
+
+_MARK_REMOVED = text(
+    f"UPDATE {redemption.fullname} SET removed = true WHERE id = ANY(CAST(:ids AS bigint[]))"
+)
+
+
+async def handle_batch(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
+    """Rules 9-12 for a batch: load its bookings and records once, decide in order, write once."""
+    keys = sorted({(e.business_id, e.data.booking_id) for e in events})
+    await _lock_bookings(uow.conn, keys)
+    bookings = await _load_bookings(uow.conn, keys)
+    ledger = domain.Ledger(
+        await records.lock_records(uow.conn, _clients(events, bookings.values()),
+                                   _held_records(bookings.values()))
+    )
+    today = uow.now.date()
+    changes = _Changes()
+    for event in events:
+        key = (event.business_id, event.data.booking_id)
+        outcome = domain.decide(bookings.get(key), event.business_id, event.data, ledger, today)
+        if isinstance(outcome, domain.Stale):
+            uow.ignore(event, "stale_version", outcome.detail)
+        elif isinstance(outcome, domain.Refused):
+            uow.reject(event, outcome.reason, outcome.detail)
+        else:
+            bookings[key] = outcome.booking
+            changes.add(uow, event, outcome)
+    await changes.write(uow, bookings)
+
+
+def _clients(
+    events: Sequence[Envelope[Any]], bookings: Iterable[domain.Booking]
+) -> set[tuple[str, str]]:
+    """The (business, client) pairs whose records the batch may redeem."""
+    pairs = {(e.business_id, e.data.client_id) for e in events}
+    return pairs | {(b.business_id, b.client_id) for b in bookings}
+
+
+def _held_records(bookings: Iterable[domain.Booking]) -> set[tuple[str, str]]:
+    """The records the batch's bookings hold, should a booking have changed client."""
+    return {(b.business_id, b.held.record_id) for b in bookings if b.held is not None}
+
+
+async def _lock_bookings(conn: AsyncConnection, keys: Sequence[BookingKey]) -> None:
+    await conn.execute(_LOCK_BOOKINGS, {
+        "businesses": [b for b, _ in keys], "bookings": [i for _, i in keys],
+    })
+
+
+async def _load_bookings(
+    conn: AsyncConnection, keys: Sequence[BookingKey]
+) -> dict[BookingKey, domain.Booking]:
+    """The stored state of the batch's bookings, with the redemption each holds."""
+    rows = await conn.execute(_LOAD_BOOKINGS, {
+        "businesses": [b for b, _ in keys], "bookings": [i for _, i in keys],
+    })
+    return {(r.business_id, r.booking_id): _booking(r) for r in rows}
+
+
+def _booking(row: Any) -> domain.Booking:
+    held = None
+    if row.held_id is not None:
+        held = domain.Held(
+            record_id=row.held_record_id,
+            service_id=row.held_service_id,
+            price_before=Money(amount=row.held_price_before, currency=row.held_currency),
+            price_after=Money(amount=row.held_price_after, currency=row.held_currency),
+            stored_id=row.held_id,
+        )
+    price = None
+    if row.price_amount is not None:
+        price = Money(amount=row.price_amount, currency=row.currency)
+    return domain.Booking(
+        business_id=row.business_id,
+        booking_id=row.booking_id,
+        client_id=row.client_id,
+        status=row.status,
+        snapshot_version=row.snapshot_version,
+        status_version=row.status_version,
+        service_id=row.service_id,
+        price=price,
+        use_package=row.use_package,
+        chosen_record_id=row.chosen_record_id,
+        released=row.released,
+        matched_on=_inputs(row.matched_on),
+        held=held,
+    )
+
+
+def _inputs(stored: str | None) -> domain.Inputs | None:
+    if stored is None:
+        return None
+    client_id, service_id, use_package, chosen = json.loads(stored)
+    return (str(client_id), str(service_id), bool(use_package),
+            None if chosen is None else str(chosen))
+
+
+@dataclass
+class _Redemption:
+    """A redemption made in this batch, with the booking it was made for."""
+
+    held: domain.Held
+    booking: domain.Booking
+
+
+@dataclass
+class _Changes:
+    """What a batch's decisions add up to, written set-based at the end."""
+
+    touched: set[BookingKey] = field(default_factory=set)
+    made: list[_Redemption] = field(default_factory=list)
+    removed: list[domain.Removed] = field(default_factory=list)
+    moves: list[records.SessionMove] = field(default_factory=list)
+
+    def add(self, uow: UnitOfWork, event: Envelope[Any], applied: domain.Applied) -> None:
+        """Take in one applied event and queue its outbound events."""
+        b = applied.booking
+        self.touched.add((b.business_id, b.booking_id))
+        for action in applied.actions:
+            held = action.held
+            if isinstance(action, domain.Redeemed):
+                self.made.append(_Redemption(held, b))
+                kind: records.SessionKind = "redeemed"
+                reason = None
+            else:
+                self.removed.append(action)
+                kind = "restored" if action.restored else "released"
+                reason = action.reason
+            self.moves.append(records.SessionMove(
+                b.business_id, held.record_id, held.service_id, b.booking_id, kind, event, reason,
+            ))
+        for outbound in applied.events:
+            uow.publish(_TOPIC[type(outbound)], b.client_id, outbound,
+                        business_id=b.business_id, cause=event)
+
+    async def write(self, uow: UnitOfWork, bookings: Mapping[BookingKey, domain.Booking]) -> None:
+        """Bookings, redemptions, restorations, then the records' sessions."""
+        conn = uow.conn
+        await _upsert_bookings(conn, [bookings[k] for k in sorted(self.touched)])
+        stored = [r.held.stored_id for r in self.removed if r.held.stored_id is not None]
+        if stored:
+            # Before the inserts: the booking's new hold needs the old one let go of first.
+            await conn.execute(_MARK_REMOVED, {"ids": stored})
+        ids = await self._insert_redemptions(conn)
+        if self.removed:
+            await conn.execute(insert(restoration), [
+                {"redemption_id": r.held.stored_id if r.held.stored_id is not None
+                 else ids[r.held], "reason": r.reason, "session_restored": r.restored}
+                for r in self.removed
+            ])
+        await records.move_sessions(uow, self.moves)
+
+    async def _insert_redemptions(self, conn: AsyncConnection) -> dict[domain.Held, int]:
+        """Insert the batch's redemptions, those already let go of marked so; returns their ids."""
+        if not self.made:
+            return {}
+        new_ids = list((await conn.execute(
+            _NEW_REDEMPTION_IDS, {"table": redemption.fullname, "n": len(self.made)}
+        )).scalars())
+        ids = {r.held: new_id for r, new_id in zip(self.made, new_ids, strict=True)}
+        let_go = {r.held for r in self.removed}
+        await conn.execute(insert(redemption), [
+            {
+                "id": ids[r.held],
+                "business_id": r.booking.business_id,
+                "booking_id": r.booking.booking_id,
+                "client_id": r.booking.client_id,
+                "record_id": r.held.record_id,
+                "service_id": r.held.service_id,
+                "price_before": r.held.price_before.amount,
+                "price_after": r.held.price_after.amount,
+                "currency": r.held.price_before.currency,
+                "removed": r.held in let_go,
+            }
+            for r in self.made
+        ])
+        return ids
+
+
+async def _upsert_bookings(conn: AsyncConnection, rows: Sequence[domain.Booking]) -> None:
+    """Every booking the batch changed, as it ends."""
+    if not rows:
+        return
+    stmt = insert(booking)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[booking.c.business_id, booking.c.booking_id],
+            set_={c.name: stmt.excluded[c.name] for c in booking.columns
+                  if c.name not in ("business_id", "booking_id", "updated_at")}
+            | {"updated_at": func.now()},
+        ),
+        [_booking_row(b) for b in rows],
+    )
+
+
+def _booking_row(b: domain.Booking) -> dict[str, Any]:
+    return {
+        "business_id": b.business_id,
+        "booking_id": b.booking_id,
+        "client_id": b.client_id,
+        "service_id": b.service_id,
+        "status": b.status,
+        "price_amount": b.price.amount if b.price else None,
+        "currency": b.price.currency if b.price else None,
+        "use_package": b.use_package,
+        "chosen_record_id": b.chosen_record_id,
+        "snapshot_version": b.snapshot_version,
+        "status_version": b.status_version,
+        "released": b.released,
+        "matched_on": None if b.matched_on is None else json.dumps(list(b.matched_on)),
+    }

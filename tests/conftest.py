@@ -1,0 +1,77 @@
+"""Real Kafka and PostgreSQL for the whole session: started here, or given by the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from deploy import infra
+from services.bootstrap import create_topics, migrate
+from services.kernel.db import make_engine
+from services.kernel.settings import Settings
+from tests.support.processes import ServiceProcess
+
+SERVICES = ("catalog", "invoicing", "records", "redemption")
+
+
+@dataclass
+class Infra:
+    """The running pair and how to control them."""
+
+    kafka: infra.KafkaService
+    postgres: infra.PostgresService
+    workdir: Path
+
+    @property
+    def bootstrap(self) -> str:
+        """Kafka's bootstrap servers."""
+        return self.kafka.bootstrap_servers
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment a service process runs with."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "DATABASE_URL": self.postgres.url,
+            "PACKAGES_SWEEP_INTERVAL_S": "0.2",
+            "PACKAGES_RELAY_POLL_INTERVAL_S": "0.2",
+            "PACKAGES_RETRY_MAX_BACKOFF_S": "1",
+            **extra,
+        }
+
+
+@pytest.fixture(scope="session")
+def real_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+    """Kafka and PostgreSQL, migrated and with every topic; never skipped when they fail."""
+    workdir = tmp_path_factory.mktemp("infra")
+    with infra.kafka(workdir) as kafka, infra.postgres(workdir) as postgres:
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
+        os.environ["DATABASE_URL"] = postgres.url
+        migrate(postgres.url)
+        asyncio.run(create_topics(Settings()))
+        yield Infra(kafka, postgres, workdir)
+
+
+@pytest.fixture(scope="session")
+def services(real_infra: Infra) -> Iterator[dict[str, ServiceProcess]]:
+    """The four services running as separate processes, as in production."""
+    running = {
+        name: ServiceProcess(name, real_infra.env(), real_infra.workdir).start()
+        for name in SERVICES
+    }
+    yield running
+    for process in running.values():
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+async def engine(real_infra: Infra) -> AsyncIterator[AsyncEngine]:
+    """An engine on the test database, for looking at what the services did."""
+    eng = make_engine(Settings(database_url=real_infra.postgres.url), pool_size=4)
+    yield eng
+    await eng.dispose()

@@ -1,0 +1,1 @@
+"""Helpers the tests share: events, a Kafka reader and writer, service processes."""
