@@ -46,15 +46,27 @@ class Infra:
 
 
 @pytest.fixture(scope="session")
-def real_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
-    """Kafka and PostgreSQL, migrated and with every topic; never skipped when they fail."""
-    workdir = tmp_path_factory.mktemp("infra")
-    with infra.kafka(workdir) as kafka, infra.postgres(workdir) as postgres:
-        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where this session's servers keep their data and the services their logs."""
+    return tmp_path_factory.mktemp("infra")
+
+
+@pytest.fixture(scope="session")
+def real_postgres(workdir: Path) -> Iterator[infra.PostgresService]:
+    """A migrated PostgreSQL; never skipped when it fails to start."""
+    with infra.postgres(workdir) as postgres:
         os.environ["DATABASE_URL"] = postgres.url
         migrate(postgres.url)
+        yield postgres
+
+
+@pytest.fixture(scope="session")
+def real_infra(workdir: Path, real_postgres: infra.PostgresService) -> Iterator[Infra]:
+    """Kafka with every topic, and the PostgreSQL above."""
+    with infra.kafka(workdir) as kafka:
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
         asyncio.run(create_topics(Settings()))
-        yield Infra(kafka, postgres, workdir)
+        yield Infra(kafka, real_postgres, workdir)
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +82,8 @@ def services(real_infra: Infra) -> Iterator[dict[str, ServiceProcess]]:
 
 
 @pytest.fixture(scope="session")
-async def engine(real_infra: Infra) -> AsyncIterator[AsyncEngine]:
-    """An engine on the test database, for looking at what the services did."""
-    eng = make_engine(Settings(database_url=real_infra.postgres.url), pool_size=4)
+async def engine(real_postgres: infra.PostgresService) -> AsyncIterator[AsyncEngine]:
+    """An engine on the test database."""
+    eng = make_engine(Settings(database_url=real_postgres.url), pool_size=4)
     yield eng
     await eng.dispose()

@@ -5,11 +5,15 @@ from __future__ import annotations
 from faststream.kafka.annotations import KafkaMessage
 
 from contracts import topics
+from contracts.base import Envelope
+from contracts.inbound import PackageDefined, PackageStatusChanged, PlanChanged
 from services.catalog import handlers
 from services.catalog.tables import kernel
 from services.kernel.service import Service
 from services.kernel.settings import Settings
 from services.kernel.timers import periodic
+
+CatalogEvent = Envelope[PlanChanged] | Envelope[PackageDefined] | Envelope[PackageStatusChanged]
 
 settings = Settings()
 service = Service(
@@ -18,6 +22,7 @@ service = Service(
     handlers.Catalog(settings.early_event_wait_s).handle_batch,
     settings=settings,
     timers=[periodic("waiting-for-plan", handlers.expire_waiting)],
+    publishes=[topics.RECORD_UPDATED, topics.MESSAGE_REJECTED],
 )
 app = service.app
 
@@ -29,6 +34,6 @@ app = service.app
     topics.PACKAGE_DISABLED,
     topics.PACKAGE_ENABLED,
 )
-async def on_catalog_event(message: KafkaMessage) -> None:
+async def on_catalog_event(documented: list[CatalogEvent], message: KafkaMessage) -> None:
     """Plans and packages."""
     await service.handle(message)

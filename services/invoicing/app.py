@@ -5,11 +5,15 @@ from __future__ import annotations
 from faststream.kafka.annotations import KafkaMessage
 
 from contracts import topics
+from contracts.base import Envelope
+from contracts.inbound import InvoiceChanged, InvoicePublished
 from services.invoicing.handlers import Invoicing, settle_waiting_lines
 from services.invoicing.tables import kernel
 from services.kernel.service import Service
 from services.kernel.settings import Settings
 from services.kernel.timers import periodic
+
+InvoiceEvent = Envelope[InvoicePublished] | Envelope[InvoiceChanged]
 
 settings = Settings()
 service = Service(
@@ -18,11 +22,17 @@ service = Service(
     Invoicing(settings.early_event_wait_s).handle_batch,
     settings=settings,
     timers=[periodic("waiting-lines", settle_waiting_lines)],
+    publishes=[
+        topics.RECORD_CREATED,
+        topics.RECORD_PAID,
+        topics.RECORD_CANCELLED,
+        topics.MESSAGE_REJECTED,
+    ],
 )
 app = service.app
 
 
 @service.subscriber(topics.INVOICE_PUBLISHED, topics.INVOICE_PAID, topics.INVOICE_VOIDED)
-async def on_invoice_event(message: KafkaMessage) -> None:
+async def on_invoice_event(documented: list[InvoiceEvent], message: KafkaMessage) -> None:
     """Invoices published, paid and voided."""
     await service.handle(message)

@@ -16,6 +16,8 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.specification import AsyncAPI
 
 from services.kernel.db import make_engine
+from contracts.base import Envelope
+from contracts.topics import OUTBOUND
 from services.kernel.dead_letters import KafkaDeadLetters
 from services.kernel.faults import crash_after_commit
 from services.kernel.kernel import BatchHandler, Kernel, RawRecord
@@ -32,9 +34,13 @@ Timer = Callable[["Service"], Coroutine[Any, Any, None]]
 Handler = Callable[..., Awaitable[None]]
 
 
-async def _no_decoding(_message: Any) -> None:
-    """The kernel decodes by itself: FastStream only hands over the raw records."""
-    return
+async def _kernel_decodes(_message: Any) -> list[Any]:
+    """The kernel decodes each record itself, so that poison is dead-lettered, not raised.
+
+    FastStream gets an empty list for the handler's body parameter, whose annotation then only
+    documents the payload in the AsyncAPI document.
+    """
+    return []
 
 
 class Service:
@@ -48,6 +54,7 @@ class Service:
         *,
         settings: Settings | None = None,
         timers: Sequence[Timer] = (),
+        publishes: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.settings = settings or Settings()
@@ -70,6 +77,11 @@ class Service:
                 description=f"The {name} consumer of Packages: what it consumes and publishes.",
             ),
         )
+        for topic in publishes:
+            # Documentation only: events leave through the outbox relay's producer.
+            self.broker.publisher(
+                topic, schema=Envelope[OUTBOUND[topic]], description=f"Published by {name}"
+            )
         self.engine: AsyncEngine | None = None
         self.kernel: Kernel | None = None
         self.relay: Relay | None = None
@@ -85,7 +97,7 @@ class Service:
             batch_timeout_ms=self.settings.batch_timeout_ms,
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
-            decoder=_no_decoding,
+            decoder=_kernel_decodes,
             max_partition_fetch_bytes=2 * 1024 * 1024,
         )
         return subscriber

@@ -5,18 +5,32 @@ from __future__ import annotations
 from faststream.kafka.annotations import KafkaMessage
 
 from contracts import topics
+from contracts.base import Envelope
+from contracts.inbound import PackageAssigned, RecordEditRequested
 from services.kernel.service import Service
 from services.kernel.timers import periodic
 from services.records import handlers
 from services.records.tables import kernel
 
+RecordEvent = Envelope[PackageAssigned] | Envelope[RecordEditRequested]
+
 service = Service(
-    "records", kernel, handlers.handle_batch, timers=[periodic("expiry", handlers.expire_due)]
+    "records",
+    kernel,
+    handlers.handle_batch,
+    timers=[periodic("expiry", handlers.expire_due)],
+    publishes=[
+        topics.RECORD_CREATED,
+        topics.RECORD_UPDATED,
+        topics.RECORD_CANCELLED,
+        topics.RECORD_EXPIRED,
+        topics.MESSAGE_REJECTED,
+    ],
 )
 app = service.app
 
 
 @service.subscriber(topics.PACKAGE_ASSIGNED, topics.RECORD_EDIT_REQUESTED)
-async def on_record_event(message: KafkaMessage) -> None:
+async def on_record_event(documented: list[RecordEvent], message: KafkaMessage) -> None:
     """Assignments and edit requests."""
     await service.handle(message)

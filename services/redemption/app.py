@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import cast
-
 from faststream.kafka.annotations import KafkaMessage
 
 from contracts import topics
+from contracts.base import Envelope
+from contracts.inbound import BookingSnapshot, BookingStatusChanged
 from services.kernel.service import Service
 from services.redemption import handlers
 from services.redemption.tables import kernel
 
-Subscriber = Callable[[KafkaMessage], Awaitable[None]]
+BookingEvent = Envelope[BookingSnapshot] | Envelope[BookingStatusChanged]
 
-service = Service("redemption", kernel, handlers.handle_batch)
-app = service.app
-_subscriber = cast(
-    "Callable[[Subscriber], Subscriber]",
-    service.subscriber(
-        topics.BOOKING_CREATED, topics.BOOKING_UPDATED, topics.BOOKING_STATUS_CHANGED
-    ),
+service = Service(
+    "redemption",
+    kernel,
+    handlers.handle_batch,
+    publishes=[
+        topics.PACKAGE_APPLIED,
+        topics.PACKAGE_REMOVED,
+        topics.PACKAGE_NOT_APPLIED,
+        topics.RECORD_UPDATED,
+        topics.MESSAGE_REJECTED,
+    ],
 )
+app = service.app
 
 
-@_subscriber
-async def on_booking_event(message: KafkaMessage) -> None:
+@service.subscriber(topics.BOOKING_CREATED, topics.BOOKING_UPDATED, topics.BOOKING_STATUS_CHANGED)
+async def on_booking_event(documented: list[BookingEvent], message: KafkaMessage) -> None:
     """Bookings created, edited and changing status."""
     await service.handle(message)

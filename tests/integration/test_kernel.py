@@ -1,0 +1,243 @@
+"""The kernel's decisions on a real PostgreSQL: dedupe, one transaction, poison, transient retry."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import Column, MetaData, String, Table, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from contracts.base import Envelope
+from contracts.outbound import MessageRejected
+from services.kernel.db import NAMING_CONVENTION
+from services.kernel.kernel import Kernel, Poison
+from services.kernel.relay import Relay
+from services.kernel.tables import kernel_tables
+from services.kernel.unit_of_work import UnitOfWork
+from tests.support import events
+
+SCHEMA = "kernel_test"
+metadata = MetaData(schema=SCHEMA, naming_convention=NAMING_CONVENTION)
+tables = kernel_tables(metadata)
+plan_seen = Table(
+    "plan_seen",
+    metadata,
+    Column("business_id", String(64), primary_key=True),
+    Column("plan", String(16)),
+)
+
+
+@dataclass
+class Record:
+    """A consumer record as aiokafka hands it over."""
+
+    value: bytes | None
+    offset: int
+    topic: str = "business.plan_changed"
+    partition: int = 0
+    key: bytes | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass
+class DeadLetters:
+    """Keeps what the kernel parks."""
+
+    parked: list[Poison] = field(default_factory=list)
+
+    async def park(self, poison: Sequence[Poison]) -> None:
+        self.parked.extend(poison)
+
+
+class TransientError(Exception):
+    """Looks like a serialization failure to the kernel."""
+
+    sqlstate = "40001"
+
+
+@dataclass
+class Handler:
+    """Notes each plan; raises for poison businesses or, a few times, transiently."""
+
+    poison: set[str] = field(default_factory=set)
+    transient_failures: int = 0
+    calls: int = 0
+
+    async def __call__(self, uow: UnitOfWork, envelopes: Sequence[Envelope[Any]]) -> None:
+        self.calls += 1
+        for e in envelopes:
+            await uow.conn.execute(
+                insert(plan_seen).values(business_id=e.business_id, plan=e.data.plan)
+            )
+            if e.business_id in self.poison:
+                raise RuntimeError(f"cannot handle {e.business_id}")
+            if e.data.plan == "free":
+                uow.reject(e, "free_plan", "free plans are refused here")
+        if self.transient_failures:
+            self.transient_failures -= 1
+            raise TransientError("could not serialize access")
+
+
+@pytest.fixture(scope="module")
+async def db(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    async with engine.begin() as conn:
+        await conn.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+        await conn.execute(text(f"CREATE SCHEMA {SCHEMA}"))
+        await conn.run_sync(metadata.create_all)
+    yield engine
+
+
+def _plan(business: str, plan: str = "pro", event_id: str | None = None) -> bytes:
+    return orjson.dumps(
+        events.envelope("business.plan_changed", business, {"plan": plan}, event_id=event_id)
+    )
+
+
+def _kernel(db: AsyncEngine, handler: Handler, dead: DeadLetters) -> Kernel:
+    return Kernel("kernel-test", db, tables, handler, dead, max_attempts=2, max_backoff_s=0.05)
+
+
+async def _seen(db: AsyncEngine, businesses: list[str]) -> int:
+    async with db.connect() as conn:
+        return int(
+            await conn.scalar(
+                select(func.count())
+                .select_from(plan_seen)
+                .where(plan_seen.c.business_id.in_(businesses))
+            )
+            or 0
+        )
+
+
+async def _outbox(db: AsyncEngine, event_id: str) -> list[Any]:
+    async with db.connect() as conn:
+        return (
+            await conn.execute(
+                select(tables.outbox).where(tables.outbox.c.causation_id == uuid.UUID(event_id))
+            )
+        ).all()
+
+
+async def test_a_redelivered_event_applies_once(db: AsyncEngine) -> None:
+    business = events.new_business()
+    event_id = str(uuid.uuid4())
+    handler, dead = Handler(), DeadLetters()
+    kernel = _kernel(db, handler, dead)
+    await kernel.handle(
+        [
+            Record(_plan(business, event_id=event_id), 1),
+            Record(_plan(business, event_id=event_id), 2),
+        ]
+    )
+    await kernel.handle([Record(_plan(business, event_id=event_id), 1)])
+    assert await _seen(db, [business]) == 1
+    assert handler.calls == 1
+    assert not dead.parked
+
+
+async def test_a_poison_message_does_not_sink_the_good_ones(db: AsyncEngine) -> None:
+    good = [events.new_business() for _ in range(3)]
+    bad = events.new_business()
+    handler, dead = Handler(poison={bad}), DeadLetters()
+    batch = [Record(_plan(b), n) for n, b in enumerate([good[0], bad, good[1], good[2]])]
+    await _kernel(db, handler, dead).handle(batch)
+    assert await _seen(db, good) == 3
+    assert await _seen(db, [bad]) == 0  # its half-done work rolled back
+    assert [(p.record.offset, p.code, p.attempts) for p in dead.parked] == [(1, "handler_error", 2)]
+    assert "cannot handle" in dead.parked[0].error
+
+
+async def test_undecodable_records_are_parked_and_the_rest_applies(db: AsyncEngine) -> None:
+    good = events.new_business()
+    dead = DeadLetters()
+    await _kernel(db, Handler(), dead).handle([Record(b"\x00garbage", 7), Record(_plan(good), 8)])
+    assert await _seen(db, [good]) == 1
+    assert [(p.record.offset, p.code) for p in dead.parked] == [(7, "not_json")]
+
+
+async def test_a_transient_failure_is_retried_not_dead_lettered(db: AsyncEngine) -> None:
+    business = events.new_business()
+    handler, dead = Handler(transient_failures=3), DeadLetters()
+    await _kernel(db, handler, dead).handle([Record(_plan(business), 1)])
+    assert await _seen(db, [business]) == 1
+    assert handler.calls == 4
+    assert not dead.parked
+
+
+async def test_a_rejection_is_recorded_and_published_through_the_outbox(db: AsyncEngine) -> None:
+    business = events.new_business()
+    event_id = str(uuid.uuid4())
+    await _kernel(db, Handler(), DeadLetters()).handle(
+        [Record(_plan(business, "free", event_id), 1)]
+    )
+    rows = await _outbox(db, event_id)
+    assert [r.topic for r in rows] == ["message.rejected"]
+    published = orjson.loads(rows[0].payload)
+    assert published["causation_id"] == event_id
+    assert MessageRejected.model_validate(published["data"]).reason == "free_plan"
+    async with db.connect() as conn:
+        outcome = (
+            await conn.execute(
+                select(tables.inbox.c.outcome, tables.inbox.c.reason).where(
+                    tables.inbox.c.event_id == uuid.UUID(event_id)
+                )
+            )
+        ).one()
+    assert tuple(outcome) == ("rejected", "free_plan")
+
+
+async def test_no_outbound_event_exists_for_a_change_that_rolled_back(db: AsyncEngine) -> None:
+    bad = events.new_business()
+    event_id = str(uuid.uuid4())
+    handler = Handler(poison={bad})
+
+    async def reject_then_fail(uow: UnitOfWork, envelopes: Sequence[Envelope[Any]]) -> None:
+        uow.reject(envelopes[0], "about_to_fail", "then raises")
+        await handler(uow, envelopes)
+
+    kernel = Kernel("kernel-test", db, tables, reject_then_fail, DeadLetters(), max_attempts=1)
+    await kernel.handle([Record(_plan(bad, event_id=event_id), 1)])
+    assert await _outbox(db, event_id) == []
+
+
+class Producer:
+    """Records what it is asked to send, as futures that resolve at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None
+    ) -> asyncio.Future[None]:
+        self.sent.append((topic, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_the_relay_publishes_in_commit_order_and_marks_rows_sent(db: AsyncEngine) -> None:
+    businesses = [events.new_business() for _ in range(3)]
+    ids = [str(uuid.uuid4()) for _ in businesses]
+    await _kernel(db, Handler(), DeadLetters()).handle(
+        [
+            Record(_plan(b, "free", i), n)
+            for n, (b, i) in enumerate(zip(businesses, ids, strict=True))
+        ]
+    )
+    producer = Producer()
+    relay = Relay("kernel-test", db, tables, producer)
+    while await relay.drain_once():
+        pass
+    causes = [orjson.loads(v)["causation_id"] for _, v in producer.sent]
+    assert [c for c in causes if c in ids] == ids
+    assert await relay.drain_once() == 0
+    rows = [r for i in ids for r in await _outbox(db, i)]
+    assert len(rows) == 3
+    assert all(r.sent_at is not None for r in rows)
