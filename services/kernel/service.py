@@ -69,8 +69,8 @@ class Service:
         )
         self.app = FastStream(
             self.broker,
-            on_startup=[self._start],
-            after_shutdown=[self._stop],
+            on_startup=[self.start],
+            after_shutdown=[self.stop],
             specification=AsyncAPI(
                 title=f"Packages {name}",
                 version="1.0.0",
@@ -115,7 +115,8 @@ class Service:
         )
         await commit(message.consumer, records)
 
-    async def _start(self) -> None:
+    async def start(self) -> None:
+        """Open the engine and producer and start the relay and timers."""
         s = self.settings
         logging.basicConfig(
             level=s.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -153,7 +154,8 @@ class Service:
             asyncio.create_task(timer(self), name=f"{self.name}-timer") for timer in self._timers
         ]
 
-    async def _stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop timers and relay, publish what is left, close the producer and engine."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -60,11 +60,7 @@ async def client_records(
                 record_service.c.service_id == service_id,
             )
         )
-    rows = (
-        await conn.execute(
-            stmt.order_by(package_record.c.created_at.desc(), package_record.c.record_id)
-        )
-    ).all()
+    rows = (await conn.execute(stmt.order_by(package_record.c.seq.desc()))).all()
     states = await repository.states(conn, [r.record_id for r in rows])
     return [RecordView(**states[r.record_id].model_dump(), created_at=r.created_at) for r in rows]
 

@@ -143,12 +143,15 @@ async def move_sessions(uow: UnitOfWork, moves: Sequence[SessionMove]) -> list[s
         deltas[key] = deltas.get(key, 0) + _DELTA[m.kind]
     changed = {k: d for k, d in deltas.items() if d}
     if changed:
-        result = await uow.conn.execute(_ADD_USED, {
-            "businesses": [b for b, _, _ in changed],
-            "record_ids": [r for _, r, _ in changed],
-            "service_ids": [s for _, _, s in changed],
-            "deltas": list(changed.values()),
-        })
+        result = await uow.conn.execute(
+            _ADD_USED,
+            {
+                "businesses": [b for b, _, _ in changed],
+                "record_ids": [r for _, r, _ in changed],
+                "service_ids": [s for _, _, s in changed],
+                "deltas": list(changed.values()),
+            },
+        )
         if result.rowcount != len(changed):
             raise LookupError("a session move names a record or service its business does not have")
     await _note(uow.conn, moves)
@@ -157,24 +160,32 @@ async def move_sessions(uow: UnitOfWork, moves: Sequence[SessionMove]) -> list[s
     last = {m.record_id: m for m in moves}
     for rid in record_ids:
         state, move = states[rid], last[rid]
-        uow.publish(topics.RECORD_UPDATED, state.client_id, state, business_id=move.business_id,
-                    cause=move.cause)
+        uow.publish(
+            topics.RECORD_UPDATED,
+            state.client_id,
+            state,
+            business_id=move.business_id,
+            cause=move.cause,
+        )
     return record_ids
 
 
 async def _note(conn: AsyncConnection, moves: Sequence[SessionMove]) -> None:
     """History rows: each redemption, restoration and release with its booking."""
-    await conn.execute(insert(record_event), [
-        {
-            "record_id": m.record_id,
-            "kind": m.kind,
-            "actor": repository.actor_json(m.cause.actor),
-            "booking_id": m.booking_id,
-            "detail": {"service_id": m.service_id, "event_id": str(m.cause.event_id)}
-            | ({"reason": m.reason} if m.reason else {}),
-        }
-        for m in moves
-    ])
+    await conn.execute(
+        insert(record_event),
+        [
+            {
+                "record_id": m.record_id,
+                "kind": m.kind,
+                "actor": repository.actor_json(m.cause.actor),
+                "booking_id": m.booking_id,
+                "detail": {"service_id": m.service_id, "event_id": str(m.cause.event_id)}
+                | ({"reason": m.reason} if m.reason else {}),
+            }
+            for m in moves
+        ],
+    )
 
 
 async def _settle(conn: AsyncConnection, record_ids: list[str]) -> dict[str, RecordState]:
@@ -186,7 +197,11 @@ async def _settle(conn: AsyncConnection, record_ids: list[str]) -> dict[str, Rec
     for rid, state in states.items():
         now = [Balance(x.service_id, x.sessions_total, x.sessions_used) for x in state.services]
         settled[rid] = state.model_copy(update={"status": status_for(state.status, now)})
-    await conn.execute(_SET_STATUS, {
-        "ids": list(settled), "statuses": [s.status for s in settled.values()],
-    })
+    await conn.execute(
+        _SET_STATUS,
+        {
+            "ids": list(settled),
+            "statuses": [s.status for s in settled.values()],
+        },
+    )
     return settled

@@ -43,9 +43,13 @@ async def test_the_chosen_record_is_redeemed_even_when_another_expires_first(sho
     assert kinds(out) == [APPLIED, UPDATED]
     applied = out[0].data
     assert applied == {
-        "booking_id": "bk-1", "client_id": ANA, "package_record_id": chosen,
-        "service_id": MASSAGE, "price_before": {"amount": "60.00", "currency": "EUR"},
-        "price_after": {"amount": "0.00", "currency": "EUR"}, "sessions_remaining": 9,
+        "booking_id": "bk-1",
+        "client_id": ANA,
+        "package_record_id": chosen,
+        "service_id": MASSAGE,
+        "price_before": {"amount": "60.00", "currency": "EUR"},
+        "price_after": {"amount": "0.00", "currency": "EUR"},
+        "sessions_remaining": 9,
     }
     assert out[1].data["package_record_id"] == chosen
     assert out[1].data["services"][0]["sessions_used"] == 1
@@ -58,18 +62,24 @@ async def test_without_a_choice_the_record_expiring_first_then_the_oldest_is_use
     shop: Shop,
 ) -> None:
     forever = await shop.sell(ANA, package({MASSAGE: 1}), on=datetime(2026, 10, 1, tzinfo=UTC))
-    younger = await shop.sell(ANA, package({MASSAGE: 1}, until=date(2027, 1, 31)),
-                              on=datetime(2026, 11, 10, tzinfo=UTC))
-    older = await shop.sell(ANA, package({MASSAGE: 1}, until=date(2027, 1, 31)),
-                            on=datetime(2026, 11, 1, tzinfo=UTC))
+    younger = await shop.sell(
+        ANA, package({MASSAGE: 1}, until=date(2027, 1, 31)), on=datetime(2026, 11, 10, tzinfo=UTC)
+    )
+    older = await shop.sell(
+        ANA, package({MASSAGE: 1}, until=date(2027, 1, 31)), on=datetime(2026, 11, 1, tzinfo=UTC)
+    )
 
     out = await shop.handle(*(shop.created(f"bk-{n}", ANA, MASSAGE) for n in range(1, 5)))
 
     picked = [e["package_record_id"] for e in shop.of(APPLIED)]
     assert picked == [older, younger, forever]
     assert shop.of(NOT_APPLIED) == [
-        {"booking_id": "bk-4", "client_id": ANA, "reason": "no_eligible_record",
-         "package_record_id": None}
+        {
+            "booking_id": "bk-4",
+            "client_id": ANA,
+            "reason": "no_eligible_record",
+            "package_record_id": None,
+        }
     ]
     assert kinds(out).count(UPDATED) == 3
 
@@ -120,9 +130,13 @@ async def test_a_chosen_record_must_be_the_clients_live_one_with_a_session_left(
         shop.created("bk-3", ANA, MASSAGE, record="rec-nowhere"),
     )
 
-    assert [(e["booking_id"], e["reason"], e["package_record_id"]) for e in shop.of(NOT_APPLIED)] \
-        == [("bk-1", "record_not_found", bens), ("bk-2", "record_not_eligible", used_up),
-            ("bk-3", "record_not_found", "rec-nowhere")]
+    assert [
+        (e["booking_id"], e["reason"], e["package_record_id"]) for e in shop.of(NOT_APPLIED)
+    ] == [
+        ("bk-1", "record_not_found", bens),
+        ("bk-2", "record_not_eligible", used_up),
+        ("bk-3", "record_not_found", "rec-nowhere"),
+    ]
     assert await shop.used(bens, MASSAGE) == 0
 
 
@@ -149,14 +163,20 @@ async def test_the_package_discount_applies_to_the_booked_price(
 
 
 async def test_a_price_in_another_currency_than_the_discount_is_rejected(shop: Shop) -> None:
-    record = await shop.sell(ANA, package(
-        {MASSAGE: 5}, discount={"type": "amount", "value": {"amount": "15.00", "currency": "EUR"}}))
+    record = await shop.sell(
+        ANA,
+        package(
+            {MASSAGE: 5},
+            discount={"type": "amount", "value": {"amount": "15.00", "currency": "EUR"}},
+        ),
+    )
     event = shop.created("bk-1", ANA, MASSAGE, currency="USD")
 
     out = await shop.handle(event)
 
-    assert [(p.topic, p.data["reason"]) for p in out] == [(topics.MESSAGE_REJECTED,
-                                                           "currency_mismatch")]
+    assert [(p.topic, p.data["reason"]) for p in out] == [
+        (topics.MESSAGE_REJECTED, "currency_mismatch")
+    ]
     assert out[0].data["rejected_event_id"] == str(event.event_id)
     assert await shop.used(record, MASSAGE) == 0
     assert await shop.held("bk-1") is None
@@ -172,15 +192,21 @@ async def test_a_no_show_gives_the_session_back_once(shop: Shop) -> None:
     later = await shop.handle(shop.status("bk-1", ANA, "no_show", version=3))
 
     assert kinds(out) == [REMOVED, UPDATED]
-    assert out[0].data == {"booking_id": "bk-1", "client_id": ANA, "package_record_id": record,
-                           "reason": "booking_no_show", "session_restored": True,
-                           "sessions_remaining": 5}
+    assert out[0].data == {
+        "booking_id": "bk-1",
+        "client_id": ANA,
+        "package_record_id": record,
+        "reason": "booking_no_show",
+        "session_restored": True,
+        "sessions_remaining": 5,
+    }
     assert again == []
     assert later == []
     assert shop.outcomes[no_show.event_id] == "stale_version"
     assert await shop.used(record, MASSAGE) == 0
     assert [(r.reason, r.session_restored) for r in await shop.restorations("bk-1")] == [
-        ("booking_no_show", True)]
+        ("booking_no_show", True)
+    ]
     assert [k for k, b in await shop.history(record) if b == "bk-1"] == ["redeemed", "restored"]
 
 
@@ -198,11 +224,14 @@ async def test_a_cancellation_after_a_no_show_does_not_restore_twice(shop: Shop)
 
 async def test_a_booking_back_out_of_cancelled_does_not_redeem_again(shop: Shop) -> None:
     record = await shop.sell(ANA, package({MASSAGE: 5}))
-    await shop.handle(shop.created("bk-1", ANA, MASSAGE),
-                      shop.status("bk-1", ANA, "cancelled", version=2))
+    await shop.handle(
+        shop.created("bk-1", ANA, MASSAGE), shop.status("bk-1", ANA, "cancelled", version=2)
+    )
 
-    out = await shop.handle(shop.status("bk-1", ANA, "confirmed", version=3),
-                            shop.updated("bk-1", ANA, FACIAL, version=4))
+    out = await shop.handle(
+        shop.status("bk-1", ANA, "confirmed", version=3),
+        shop.updated("bk-1", ANA, FACIAL, version=4),
+    )
 
     assert out == []
     assert await shop.used(record, MASSAGE) == 0
@@ -213,8 +242,10 @@ async def test_other_status_changes_change_nothing(shop: Shop) -> None:
     record = await shop.sell(ANA, package({MASSAGE: 5}))
     await shop.handle(shop.created("bk-1", ANA, MASSAGE, status="pending"))
 
-    out = await shop.handle(shop.status("bk-1", ANA, "confirmed", version=2),
-                            shop.status("bk-1", ANA, "completed", version=3))
+    out = await shop.handle(
+        shop.status("bk-1", ANA, "confirmed", version=2),
+        shop.status("bk-1", ANA, "completed", version=3),
+    )
 
     assert out == []
     assert await shop.held("bk-1") == record
@@ -226,11 +257,13 @@ async def test_an_edit_after_the_record_expired_removes_it_without_a_session_bac
     record = await shop.sell(ANA, package({MASSAGE: 5}, until=date(2026, 11, 25)))
     await shop.handle(shop.created("bk-1", ANA, MASSAGE))
 
-    out = await shop.handle(shop.updated("bk-1", ANA, MASSAGE, version=2),
-                            now=datetime(2026, 11, 30, tzinfo=UTC))
+    out = await shop.handle(
+        shop.updated("bk-1", ANA, MASSAGE, version=2), now=datetime(2026, 11, 30, tzinfo=UTC)
+    )
 
     assert [(p.topic, p.data.get("reason"), p.data.get("session_restored")) for p in out] == [
-        (REMOVED, "record_expired", False)]
+        (REMOVED, "record_expired", False)
+    ]
     assert await shop.used(record, MASSAGE) == 1
     assert await shop.held("bk-1") is None
     assert (await shop.history(record))[-1] == ("released", "bk-1")
@@ -247,7 +280,8 @@ async def test_an_edit_after_the_record_was_cancelled_removes_it_without_a_sessi
     cancel = await shop.handle(shop.status("bk-1", ANA, "cancelled", version=3))
 
     assert [(p.data["reason"], p.data["session_restored"]) for p in out] == [
-        ("record_cancelled", False)]
+        ("record_cancelled", False)
+    ]
     assert cancel == []
     assert await shop.used(record, MASSAGE) == 1
 
@@ -284,7 +318,9 @@ async def test_turning_the_package_off_gives_the_session_back(shop: Shop) -> Non
     out = await shop.handle(shop.updated("bk-1", ANA, MASSAGE, version=2, use_package=False))
 
     assert [(p.topic, p.data.get("reason")) for p in out] == [
-        (REMOVED, "package_deselected"), (UPDATED, None)]
+        (REMOVED, "package_deselected"),
+        (UPDATED, None),
+    ]
     assert await shop.used(record, MASSAGE) == 0
 
 
@@ -298,7 +334,9 @@ async def test_choosing_another_record_gives_the_session_back_and_uses_the_new_o
     out = await shop.handle(shop.updated("bk-1", ANA, MASSAGE, version=2, record=second))
 
     assert [(p.topic, p.data["package_record_id"]) for p in out[:2]] == [
-        (REMOVED, first), (APPLIED, second)]
+        (REMOVED, first),
+        (APPLIED, second),
+    ]
     assert (await shop.used(first, MASSAGE), await shop.used(second, MASSAGE)) == (0, 1)
 
 
@@ -345,8 +383,10 @@ async def test_a_cancellation_before_its_booking_ends_as_if_in_order(shop: Shop)
 async def test_a_confirmation_before_its_booking_still_redeems(shop: Shop) -> None:
     record = await shop.sell(ANA, package({MASSAGE: 5}))
 
-    await shop.handle(shop.status("bk-1", ANA, "confirmed", version=2),
-                      shop.created("bk-1", ANA, MASSAGE, version=1, status="pending"))
+    await shop.handle(
+        shop.status("bk-1", ANA, "confirmed", version=2),
+        shop.created("bk-1", ANA, MASSAGE, version=1, status="pending"),
+    )
 
     assert await shop.held("bk-1") == record
     assert (await shop.booking_row("bk-1")).status == "confirmed"
@@ -356,8 +396,9 @@ async def test_another_business_record_is_never_used(shop: Shop) -> None:
     other = Shop(shop.engine)
     theirs = await other.sell(ANA, package({MASSAGE: 5}))
 
-    await shop.handle(shop.created("bk-1", ANA, MASSAGE, record=theirs),
-                      shop.created("bk-2", ANA, MASSAGE))
+    await shop.handle(
+        shop.created("bk-1", ANA, MASSAGE, record=theirs), shop.created("bk-2", ANA, MASSAGE)
+    )
 
     assert [e["reason"] for e in shop.of(NOT_APPLIED)] == ["record_not_found", "no_eligible_record"]
     assert await other.used(theirs, MASSAGE) == 0
@@ -405,7 +446,8 @@ async def test_a_batch_redeems_and_restores_the_same_booking_and_publishes_the_r
     assert out[-1].data["services"][0]["sessions_used"] == 1
     assert await shop.used(record, MASSAGE) == 1
     assert [(r.reason, r.session_restored) for r in await shop.restorations("bk-1")] == [
-        ("booking_no_show", True)]
+        ("booking_no_show", True)
+    ]
 
 
 async def test_the_database_holds_one_redemption_per_booking_and_one_restoration_each(
@@ -413,24 +455,37 @@ async def test_the_database_holds_one_redemption_per_booking_and_one_restoration
 ) -> None:
     record = await shop.sell(ANA, package({MASSAGE: 5}))
     await shop.handle(shop.created("bk-1", ANA, MASSAGE))
-    row = {"business_id": shop.business_id, "booking_id": "bk-1", "client_id": ANA,
-           "record_id": record, "service_id": MASSAGE, "price_before": Decimal(60),
-           "price_after": Decimal(0), "currency": "EUR"}
+    row = {
+        "business_id": shop.business_id,
+        "booking_id": "bk-1",
+        "client_id": ANA,
+        "record_id": record,
+        "service_id": MASSAGE,
+        "price_before": Decimal(60),
+        "price_after": Decimal(0),
+        "currency": "EUR",
+    }
 
     with pytest.raises(IntegrityError, match="uq_redemption_held"):
         async with shop.engine.begin() as conn:
             await conn.execute(redemption.insert().values(row))
     with pytest.raises(IntegrityError, match="restoration"):
         async with shop.engine.begin() as conn:
-            await conn.execute(restoration.insert().values(
-                redemption_id=-1, reason="booking_cancelled", session_restored=True))
+            await conn.execute(
+                restoration.insert().values(
+                    redemption_id=-1, reason="booking_cancelled", session_restored=True
+                )
+            )
 
 
 async def test_the_read_api_shows_the_booking_package_and_the_record_history(shop: Shop) -> None:
     quarter_off = {"type": "percent", "value": "25"}
     record = await shop.sell(ANA, package({MASSAGE: 5}, discount=quarter_off))
-    await shop.handle(shop.created("bk-1", ANA, MASSAGE), shop.created("bk-2", ANA, MASSAGE),
-                      shop.created("bk-3", ANA, MASSAGE, use_package=False))
+    await shop.handle(
+        shop.created("bk-1", ANA, MASSAGE),
+        shop.created("bk-2", ANA, MASSAGE),
+        shop.created("bk-3", ANA, MASSAGE, use_package=False),
+    )
     await shop.handle(shop.status("bk-2", ANA, "cancelled", version=2))
 
     async with shop.engine.connect() as conn:
@@ -443,8 +498,11 @@ async def test_the_read_api_shows_the_booking_package_and_the_record_history(sho
     assert held is not None
     assert none is not None
     assert held.model_dump(mode="json") == {
-        "booking_id": "bk-1", "client_id": ANA, "package_record_id": record,
-        "service_id": MASSAGE, "price_before": {"amount": "60.00", "currency": "EUR"},
+        "booking_id": "bk-1",
+        "client_id": ANA,
+        "package_record_id": record,
+        "service_id": MASSAGE,
+        "price_before": {"amount": "60.00", "currency": "EUR"},
         "price_after": {"amount": "45.00", "currency": "EUR"},
     }
     assert (none.package_record_id, none.price_before, none.price_after) == (None, None, None)
@@ -452,4 +510,8 @@ async def test_the_read_api_shows_the_booking_package_and_the_record_history(sho
     assert elsewhere is None
     assert history is not None
     assert [(h.kind, h.booking_id) for h in history.history] == [
-        ("created", None), ("redeemed", "bk-1"), ("redeemed", "bk-2"), ("restored", "bk-2")]
+        ("created", None),
+        ("redeemed", "bk-1"),
+        ("redeemed", "bk-2"),
+        ("restored", "bk-2"),
+    ]

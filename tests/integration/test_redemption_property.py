@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -95,8 +95,9 @@ def histories(draw: st.DrawFn) -> tuple[list[RecordSpec], list[tuple[str, list[S
     bookings = []
     for n in range(draw(st.integers(1, 4))):
         client = draw(st.sampled_from(CLIENTS))
-        later = draw(st.lists(snaps(len(specs)) | st.builds(Status, st.sampled_from(STATUSES)),
-                              max_size=4))
+        later = draw(
+            st.lists(snaps(len(specs)) | st.builds(Status, st.sampled_from(STATUSES)), max_size=4)
+        )
         bookings.append((f"{client}/bk-{n}", [draw(snaps(len(specs))), *later]))
     return specs, bookings
 
@@ -159,8 +160,9 @@ class Model:
         self.today = today
         self.published: list[tuple[str, str, str | None, str | None]] = []
 
-    def apply(self, booking_id: str, version: int, client: str, event: Snap | Status,
-              chosen: str | None) -> None:
+    def apply(
+        self, booking_id: str, version: int, client: str, event: Snap | Status, chosen: str | None
+    ) -> None:
         """Apply one event of a booking."""
         b = self.bookings.setdefault(booking_id, RefBooking(client=client))
         if isinstance(event, Snap):
@@ -176,8 +178,9 @@ class Model:
         if b.snap is not None:
             self.reconcile(booking_id, b, b.snap)
 
-    def reconcile(self, booking_id: str, b: RefBooking,
-                  snap: tuple[str, str, bool, str | None]) -> None:
+    def reconcile(
+        self, booking_id: str, b: RefBooking, snap: tuple[str, str, bool, str | None]
+    ) -> None:
         """Rules 9-12 for one booking after a fresh event."""
         client, service, use, chosen = snap
         if b.status in ENDING:
@@ -201,27 +204,33 @@ class Model:
             self.match(booking_id, b, client, service, chosen)
         b.matched_on = snap
 
-    def match(self, booking_id: str, b: RefBooking, client: str, service: str,
-              chosen: str | None) -> None:
+    def match(
+        self, booking_id: str, b: RefBooking, client: str, service: str, chosen: str | None
+    ) -> None:
         """Rule 9."""
-        mine = [r for r in self.records.values()
-                if (r.business, r.client) == (self.business, client)]
+        mine = [
+            r for r in self.records.values() if (r.business, r.client) == (self.business, client)
+        ]
         if chosen is not None:
             found = next((r for r in mine if r.record_id == chosen), None)
             if found is None:
-                self.published.append((topics.PACKAGE_NOT_APPLIED, booking_id, None,
-                                       "record_not_found"))
+                self.published.append(
+                    (topics.PACKAGE_NOT_APPLIED, booking_id, None, "record_not_found")
+                )
                 return
             if not (found.live(self.today) and found.left(service)):
-                self.published.append((topics.PACKAGE_NOT_APPLIED, booking_id, None,
-                                       "record_not_eligible"))
+                self.published.append(
+                    (topics.PACKAGE_NOT_APPLIED, booking_id, None, "record_not_eligible")
+                )
                 return
         else:
-            eligible = sorted((r for r in mine if r.live(self.today) and r.left(service)),
-                              key=lambda r: r.order)
+            eligible = sorted(
+                (r for r in mine if r.live(self.today) and r.left(service)), key=lambda r: r.order
+            )
             if not eligible:
-                self.published.append((topics.PACKAGE_NOT_APPLIED, booking_id, None,
-                                       "no_eligible_record"))
+                self.published.append(
+                    (topics.PACKAGE_NOT_APPLIED, booking_id, None, "no_eligible_record")
+                )
                 return
             found = eligible[0]
         found.used[service] += 1
@@ -264,6 +273,17 @@ class NoDeadLetters:
         self.parked.extend(poison)
 
 
+@dataclass
+class Clock:
+    """The kernel's clock, moved on by the test."""
+
+    now: datetime = TODAY
+
+    def __call__(self) -> datetime:
+        """The time the next batch runs at."""
+        return self.now
+
+
 async def _sell_all(shop: Shop, specs: list[RecordSpec]) -> list[RefRecord]:
     """Sell each record on its day, in its business; cancel the ones meant to be cancelled."""
     other = f"{shop.business_id}-other"
@@ -276,27 +296,48 @@ async def _sell_all(shop: Shop, specs: list[RecordSpec]) -> list[RefRecord]:
         record_id = await shop.sell(spec.client, pkg, on=created, business_id=business)
         if spec.cancelled:
             await shop.cancel_record(record_id)
-        made.append(RefRecord(
-            record_id, business, spec.client,
-            (until is None, until or date.min, -spec.created_day, ""), until, spec.cancelled,
-            dict(spec.totals), dict.fromkeys(spec.totals, 0),
-        ))
+        made.append(
+            RefRecord(
+                record_id,
+                business,
+                spec.client,
+                (until is None, until or date.min, -spec.created_day, ""),
+                until,
+                spec.cancelled,
+                dict(spec.totals),
+                dict.fromkeys(spec.totals, 0),
+            )
+        )
     # created_at ties (same day) are broken by creation time: the order we sold them in.
     return [
-        RefRecord(r.record_id, r.business, r.client, (*r.order[:3], f"{n:03d}"), r.expires_on,
-                  r.cancelled, r.totals, r.used)
+        RefRecord(
+            r.record_id,
+            r.business,
+            r.client,
+            (*r.order[:3], f"{n:03d}"),
+            r.expires_on,
+            r.cancelled,
+            r.totals,
+            r.used,
+        )
         for n, r in enumerate(made)
     ]
 
 
-def _event(shop: Shop, booking: str, version: int, event: Snap | Status,
-           chosen: str | None) -> Any:
+def _event(shop: Shop, booking: str, version: int, event: Snap | Status, chosen: str | None) -> Any:
     client, booking_id = booking.split("/")
     if isinstance(event, Status):
         return shop.status(booking_id, client, event.status, version=version)
     make = shop.created if version == 1 else shop.updated
-    return make(booking_id, client, event.service, version=version, record=chosen,
-                use_package=event.use_package, status=_snap_status(version))
+    return make(
+        booking_id,
+        client,
+        event.service,
+        version=version,
+        record=chosen,
+        use_package=event.use_package,
+        status=_snap_status(version),
+    )
 
 
 def _snap_status(version: int) -> str:
@@ -312,21 +353,33 @@ def _chosen(event: Snap | Status, records: list[RefRecord]) -> str | None:
 
 async def _outbox(engine: AsyncEngine, business: str) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
-        rows = await conn.execute(text(
-            "SELECT payload FROM redemption.outbox"
-            " WHERE convert_from(payload, 'UTF8')::jsonb->>'business_id' = :b ORDER BY id"
-        ), {"b": business})
+        rows = await conn.execute(
+            text(
+                "SELECT payload FROM redemption.outbox"
+                " WHERE convert_from(payload, 'UTF8')::jsonb->>'business_id' = :b ORDER BY id"
+            ),
+            {"b": business},
+        )
         return [orjson.loads(r.payload) for r in rows]
 
 
 async def _end_state(engine: AsyncEngine, shop: Shop, records: list[RefRecord]) -> Any:
     ids = [r.record_id for r in records]
     async with engine.connect() as conn:
-        used = {(r.record_id, r.service_id): r.sessions_used for r in await conn.execute(
-            select(record_service).where(record_service.c.record_id.in_(ids)))}
-        held = {r.booking_id: (r.record_id, r.service_id) for r in await conn.execute(
-            select(redemption).where(redemption.c.business_id == shop.business_id,
-                                     ~redemption.c.removed))}
+        used = {
+            (r.record_id, r.service_id): r.sessions_used
+            for r in await conn.execute(
+                select(record_service).where(record_service.c.record_id.in_(ids))
+            )
+        }
+        held = {
+            r.booking_id: (r.record_id, r.service_id)
+            for r in await conn.execute(
+                select(redemption).where(
+                    redemption.c.business_id == shop.business_id, ~redemption.c.removed
+                )
+            )
+        }
     statuses = {r: await shop.record_status(r) for r in ids}
     return used, held, statuses
 
@@ -338,11 +391,20 @@ def _model_end_state(model: Model) -> Any:
     return used, held, statuses
 
 
-def _deliveries(data: st.DataObject, shop: Shop, bookings: list[tuple[str, list[Snap | Status]]],
-                records: list[RefRecord]) -> list[tuple[str, int, Snap | Status, str | None, Any]]:
+def _deliveries(
+    data: st.DataObject,
+    shop: Shop,
+    bookings: list[tuple[str, list[Snap | Status]]],
+    records: list[RefRecord],
+) -> list[tuple[str, int, Snap | Status, str | None, Any]]:
     events = [
-        (booking, version, e, _chosen(e, records),
-         _event(shop, booking, version, e, _chosen(e, records)))
+        (
+            booking,
+            version,
+            e,
+            _chosen(e, records),
+            _event(shop, booking, version, e, _chosen(e, records)),
+        )
         for booking, history in bookings
         for version, e in enumerate(history, start=1)
     ]
@@ -361,8 +423,11 @@ def _batches(data: st.DataObject, n: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(edges))
 
 
-@settings(max_examples=1500, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=1500,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(history=histories(), data=st.data())
 async def test_reordered_resent_batched_bookings_end_as_the_model_says(
     redemption_engine: AsyncEngine, history: Any, data: st.DataObject
@@ -371,26 +436,42 @@ async def test_reordered_resent_batched_bookings_end_as_the_model_says(
     shop = Shop(redemption_engine)
     records = await _sell_all(shop, specs)
     delivered = _deliveries(data, shop, bookings, records)
+    batches = _batches(data, len(delivered))
     model = Model(shop.business_id, records, TODAY.date())
     seen = set()
-    for booking, version, event, chosen, envelope in delivered:
-        if envelope.event_id not in seen:  # the inbox's part: a redelivery is a duplicate
-            seen.add(envelope.event_id)
-            model.apply(booking.split("/")[1], version, booking.split("/")[0], event, chosen)
+    for day, (a, b) in enumerate(batches):
+        model.today = TODAY.date() + timedelta(days=day)  # records expire as the days go by
+        for booking, version, event, chosen, envelope in delivered[a:b]:
+            if envelope.event_id not in seen:  # the inbox's part: a redelivery is a duplicate
+                seen.add(envelope.event_id)
+                model.apply(booking.split("/")[1], version, booking.split("/")[0], event, chosen)
 
     parked = NoDeadLetters()
-    kernel = Kernel("redemption", redemption_engine, redemption_kernel, handlers.handle_batch,
-                    parked, clock=lambda: TODAY)
-    raws = [Raw(e.event_type, orjson.dumps(e.model_dump(mode="json")))
-            for *_, e in delivered]
-    for a, b in _batches(data, len(raws)):
+    clock = Clock()
+    kernel = Kernel(
+        "redemption",
+        redemption_engine,
+        redemption_kernel,
+        handlers.handle_batch,
+        parked,
+        clock=clock,
+    )
+    raws = [Raw(e.event_type, orjson.dumps(e.model_dump(mode="json"))) for *_, e in delivered]
+    for day, (a, b) in enumerate(batches):
+        clock.now = TODAY + timedelta(days=day)
         await kernel.handle(raws[a:b])
 
     assert parked.parked == []
     assert await _end_state(redemption_engine, shop, records) == _model_end_state(model)
     published = [
-        (p["event_type"], p["data"]["booking_id"], p["data"].get("package_record_id")
-         if p["event_type"] != topics.PACKAGE_NOT_APPLIED else None, p["data"].get("reason"))
+        (
+            p["event_type"],
+            p["data"]["booking_id"],
+            p["data"].get("package_record_id")
+            if p["event_type"] != topics.PACKAGE_NOT_APPLIED
+            else None,
+            p["data"].get("reason"),
+        )
         for p in await _outbox(redemption_engine, shop.business_id)
         if p["event_type"] != topics.RECORD_UPDATED
     ]
@@ -404,11 +485,22 @@ async def test_reordered_resent_batched_bookings_end_as_the_model_says(
     data=st.data(),
 )
 async def test_a_status_change_before_its_booking_ends_as_if_in_order(
-    redemption_engine: AsyncEngine, specs: list[RecordSpec], statuses: list[str],
+    redemption_engine: AsyncEngine,
+    specs: list[RecordSpec],
+    statuses: list[str],
     data: st.DataObject,
 ) -> None:
-    ample = [RecordSpec(s.client, dict.fromkeys(s.totals, 10), s.created_day, s.expires_day,
-                        s.cancelled, s.other_business) for s in specs]
+    ample = [
+        RecordSpec(
+            s.client,
+            dict.fromkeys(s.totals, 10),
+            s.created_day,
+            s.expires_day,
+            s.cancelled,
+            s.other_business,
+        )
+        for s in specs
+    ]
     shop = Shop(redemption_engine)
     records = await _sell_all(shop, ample)
     snap = Snap(SERVICES[0], use_package=True, chosen=None)
@@ -420,11 +512,16 @@ async def test_a_status_change_before_its_booking_ends_as_if_in_order(
         for version, e in enumerate(history, start=1):
             in_order.apply(booking.split("/")[1], version, "cli-ana", e, None)
     delivered = _deliveries(data, shop, bookings, records)
-    kernel = Kernel("redemption", redemption_engine, redemption_kernel, handlers.handle_batch,
-                    NoDeadLetters(), clock=lambda: TODAY)
+    kernel = Kernel(
+        "redemption",
+        redemption_engine,
+        redemption_kernel,
+        handlers.handle_batch,
+        NoDeadLetters(),
+        clock=lambda: TODAY,
+    )
     raws = [Raw(e.event_type, orjson.dumps(e.model_dump(mode="json"))) for *_, e in delivered]
     for a, b in _batches(data, len(raws)):
         await kernel.handle(raws[a:b])
 
     assert await _end_state(redemption_engine, shop, records) == _model_end_state(in_order)
-

@@ -27,19 +27,27 @@ TODAY = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 _counter = itertools.count(1)
 
 
-def package(services: dict[str, int | None], discount: dict[str, Any] | None = None,
-            until: date | None = None, package_id: str = "pkg-massage") -> PackageDefined:
+def package(
+    services: dict[str, int | None],
+    discount: dict[str, Any] | None = None,
+    until: date | None = None,
+    package_id: str = "pkg-massage",
+) -> PackageDefined:
     """A package of these services (sessions, None for unlimited)."""
-    return PackageDefined.model_validate({
-        "package_id": package_id,
-        "name": "Ten massages",
-        "price": {"amount": "500.00", "currency": "EUR"},
-        "services": [{"service_id": s, "sessions": n} for s, n in services.items()],
-        "discount": discount or {"type": "percent", "value": "100"},
-        "validity": {"type": "until", "date": until.isoformat()} if until else {"type": "never"},
-        "status": "active",
-        "version": 1,
-    })
+    return PackageDefined.model_validate(
+        {
+            "package_id": package_id,
+            "name": "Ten massages",
+            "price": {"amount": "500.00", "currency": "EUR"},
+            "services": [{"service_id": s, "sessions": n} for s, n in services.items()],
+            "discount": discount or {"type": "percent", "value": "100"},
+            "validity": {"type": "until", "date": until.isoformat()}
+            if until
+            else {"type": "never"},
+            "status": "active",
+            "version": 1,
+        }
+    )
 
 
 def envelope(topic: str, business_id: str, data: dict[str, Any]) -> Any:
@@ -73,51 +81,95 @@ class Shop:
     published: list[Published] = field(default_factory=list)
     outcomes: dict[uuid.UUID, str] = field(default_factory=dict)
 
-    async def sell(self, client_id: str, pkg: PackageDefined, *, on: datetime = TODAY,
-                   business_id: str | None = None) -> str:
+    async def sell(
+        self,
+        client_id: str,
+        pkg: PackageDefined,
+        *,
+        on: datetime = TODAY,
+        business_id: str | None = None,
+    ) -> str:
         """A record of the package for the client, created on `on`; returns its id."""
         business = business_id or self.business_id
-        cause = envelope(topics.PACKAGE_ASSIGNED, business, {
-            "assignment_id": f"as-{next(_counter)}", "package_id": pkg.package_id,
-            "client_id": client_id,
-        })
+        cause = envelope(
+            topics.PACKAGE_ASSIGNED,
+            business,
+            {
+                "assignment_id": f"as-{next(_counter)}",
+                "package_id": pkg.package_id,
+                "client_id": client_id,
+            },
+        )
         async with self.engine.begin() as conn:
             uow = UnitOfWork(conn, "records", now=on)
             created = await records.create_records(
-                uow, business, client_id, pkg,
+                uow,
+                business,
+                client_id,
+                pkg,
                 AssignmentOrigin(assignment_id=cause.data.assignment_id),
-                quantity=1, paid=False, cause=cause,
+                quantity=1,
+                paid=False,
+                cause=cause,
             )
         return created[0]
 
     async def cancel_record(self, record_id: str) -> None:
         """The business cancels a record (as the records service would)."""
         async with self.engine.begin() as conn:
-            await conn.execute(update(package_record).where(package_record.c.record_id == record_id)
-                               .values(status="cancelled"))
+            await conn.execute(
+                update(package_record)
+                .where(package_record.c.record_id == record_id)
+                .values(status="cancelled")
+            )
 
     async def handle(self, *events: Any, now: datetime = TODAY) -> list[Published]:
         """Run the redemption handler on one batch in one transaction; returns what it publishes."""
         async with self.engine.begin() as conn:
             uow = UnitOfWork(conn, "redemption", now=now)
             await handlers.handle_batch(uow, list(events))
-        out = [Published(r.topic, orjson.loads(r.payload)["data"],
-                         orjson.loads(r.payload)["business_id"]) for r in uow.outbox]
+        out = [
+            Published(
+                r.topic, orjson.loads(r.payload)["data"], orjson.loads(r.payload)["business_id"]
+            )
+            for r in uow.outbox
+        ]
         self.published += out
         self.outcomes |= {eid: o.reason for eid, o in uow.outcomes.items()}
         return out
 
-    def created(self, booking_id: str, client_id: str, service_id: str, *, version: int = 1,
-                status: str = "confirmed", record: str | None = None, use_package: bool = True,
-                price: str = "60.00", currency: str = "EUR", source: str = "calendar",
-                topic: str = topics.BOOKING_CREATED) -> Any:
+    def created(
+        self,
+        booking_id: str,
+        client_id: str,
+        service_id: str,
+        *,
+        version: int = 1,
+        status: str = "confirmed",
+        record: str | None = None,
+        use_package: bool = True,
+        price: str = "60.00",
+        currency: str = "EUR",
+        source: str = "calendar",
+        topic: str = topics.BOOKING_CREATED,
+    ) -> Any:
         """A booking.created (or, with topic, booking.updated) envelope."""
-        return envelope(topic, self.business_id, {
-            "booking_id": booking_id, "client_id": client_id, "service_id": service_id,
-            "starts_at": "2026-11-27T15:00:00Z", "status": status,
-            "price": {"amount": price, "currency": currency}, "source": source,
-            "package_record_id": record, "use_package": use_package, "version": version,
-        })
+        return envelope(
+            topic,
+            self.business_id,
+            {
+                "booking_id": booking_id,
+                "client_id": client_id,
+                "service_id": service_id,
+                "starts_at": "2026-11-27T15:00:00Z",
+                "status": status,
+                "price": {"amount": price, "currency": currency},
+                "source": source,
+                "package_record_id": record,
+                "use_package": use_package,
+                "version": version,
+            },
+        )
 
     def updated(self, booking_id: str, client_id: str, service_id: str, **kw: Any) -> Any:
         """A booking.updated envelope: the whole booking after an edit."""
@@ -125,60 +177,98 @@ class Shop:
 
     def status(self, booking_id: str, client_id: str, status: str, *, version: int) -> Any:
         """A booking.status_changed envelope."""
-        return envelope(topics.BOOKING_STATUS_CHANGED, self.business_id, {
-            "booking_id": booking_id, "client_id": client_id, "status": status,
-            "previous_status": None, "version": version,
-        })
+        return envelope(
+            topics.BOOKING_STATUS_CHANGED,
+            self.business_id,
+            {
+                "booking_id": booking_id,
+                "client_id": client_id,
+                "status": status,
+                "previous_status": None,
+                "version": version,
+            },
+        )
 
     async def used(self, record_id: str, service_id: str) -> int:
         """Sessions used of the service on the record, as committed."""
         async with self.engine.connect() as conn:
-            value = await conn.scalar(select(record_service.c.sessions_used).where(
-                record_service.c.record_id == record_id, record_service.c.service_id == service_id))
+            value = await conn.scalar(
+                select(record_service.c.sessions_used).where(
+                    record_service.c.record_id == record_id,
+                    record_service.c.service_id == service_id,
+                )
+            )
         assert value is not None
         return int(value)
 
     async def record_status(self, record_id: str) -> str:
         """The record's status, as committed."""
         async with self.engine.connect() as conn:
-            return str(await conn.scalar(
-                select(package_record.c.status).where(package_record.c.record_id == record_id)))
+            return str(
+                await conn.scalar(
+                    select(package_record.c.status).where(package_record.c.record_id == record_id)
+                )
+            )
 
     async def held(self, booking_id: str) -> str | None:
         """The record the booking holds a redemption on, if any."""
         async with self.engine.connect() as conn:
-            return await conn.scalar(select(redemption.c.record_id).where(
-                redemption.c.business_id == self.business_id,
-                redemption.c.booking_id == booking_id, ~redemption.c.removed))
+            return await conn.scalar(
+                select(redemption.c.record_id).where(
+                    redemption.c.business_id == self.business_id,
+                    redemption.c.booking_id == booking_id,
+                    ~redemption.c.removed,
+                )
+            )
 
     async def booking_row(self, booking_id: str) -> Any:
         """The stored booking."""
         async with self.engine.connect() as conn:
-            return (await conn.execute(select(booking).where(
-                booking.c.business_id == self.business_id, booking.c.booking_id == booking_id)
-            )).one()
+            return (
+                await conn.execute(
+                    select(booking).where(
+                        booking.c.business_id == self.business_id,
+                        booking.c.booking_id == booking_id,
+                    )
+                )
+            ).one()
 
     async def restorations(self, booking_id: str) -> list[Any]:
         """The booking's removed redemptions with their restoration rows."""
         async with self.engine.connect() as conn:
-            return list((await conn.execute(
-                select(restoration).join(redemption, redemption.c.id == restoration.c.redemption_id)
-                .where(redemption.c.business_id == self.business_id,
-                       redemption.c.booking_id == booking_id)
-                .order_by(restoration.c.redemption_id))).all())
+            return list(
+                (
+                    await conn.execute(
+                        select(restoration)
+                        .join(redemption, redemption.c.id == restoration.c.redemption_id)
+                        .where(
+                            redemption.c.business_id == self.business_id,
+                            redemption.c.booking_id == booking_id,
+                        )
+                        .order_by(restoration.c.redemption_id)
+                    )
+                ).all()
+            )
 
     async def history(self, record_id: str) -> list[tuple[str, str | None]]:
         """The record's history as (kind, booking_id)."""
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(record_event.c.kind, record_event.c.booking_id)
-                                       .where(record_event.c.record_id == record_id)
-                                       .order_by(record_event.c.id))).all()
+            rows = (
+                await conn.execute(
+                    select(record_event.c.kind, record_event.c.booking_id)
+                    .where(record_event.c.record_id == record_id)
+                    .order_by(record_event.c.id)
+                )
+            ).all()
         return [(r.kind, r.booking_id) for r in rows]
 
     def of(self, topic: str, booking_id: str | None = None) -> list[dict[str, Any]]:
         """What was published on a topic so far (for one booking)."""
-        return [p.data for p in self.published if p.topic == topic
-                and (booking_id is None or p.data.get("booking_id") == booking_id)]
+        return [
+            p.data
+            for p in self.published
+            if p.topic == topic and (booking_id is None or p.data.get("booking_id") == booking_id)
+        ]
 
 
 def kinds(published: Sequence[Published]) -> list[str]:

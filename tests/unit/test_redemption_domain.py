@@ -47,8 +47,17 @@ def record(
         Balance(s, total, used) for s, (total, used) in (sessions or {MASSAGE: (10, 0)}).items()
     )
     return Redeemable(
-        Record(record_id, business_id, client_id, "pkg-1", status, False,  # type: ignore[arg-type]
-               expires_on, created_on, balances),
+        Record(
+            record_id,
+            business_id,
+            client_id,
+            "pkg-1",
+            status,
+            False,  # type: ignore[arg-type]
+            expires_on,
+            created_on,
+            balances,
+        ),
         discount,
         datetime.combine(created_on, datetime.min.time(), UTC),
     )
@@ -57,10 +66,16 @@ def record(
 def snapshot(version: int = 1, **changes: Any) -> BookingSnapshot:
     """The whole booking bk-1 of Ana."""
     fields: dict[str, Any] = {
-        "booking_id": "bk-1", "client_id": ANA, "service_id": MASSAGE,
-        "starts_at": "2026-11-27T15:00:00Z", "status": "confirmed",
-        "price": {"amount": "60.00", "currency": "EUR"}, "source": "calendar",
-        "package_record_id": None, "use_package": True, "version": version,
+        "booking_id": "bk-1",
+        "client_id": ANA,
+        "service_id": MASSAGE,
+        "starts_at": "2026-11-27T15:00:00Z",
+        "status": "confirmed",
+        "price": {"amount": "60.00", "currency": "EUR"},
+        "source": "calendar",
+        "package_record_id": None,
+        "use_package": True,
+        "version": version,
     }
     return BookingSnapshot.model_validate(fields | changes)
 
@@ -72,8 +87,9 @@ def status(status_: str, version: int) -> BookingStatusChanged:
     )
 
 
-def run(ledger: Ledger, *events: domain.BookingEvent, today: date = TODAY,
-        state: Booking | None = None) -> tuple[Booking | None, list[domain.Outcome]]:
+def run(
+    ledger: Ledger, *events: domain.BookingEvent, today: date = TODAY, state: Booking | None = None
+) -> tuple[Booking | None, list[domain.Outcome]]:
     """Apply events one after another, as the handler does."""
     outcomes = []
     for event in events:
@@ -110,8 +126,12 @@ def test_the_record_expiring_first_then_the_oldest_is_picked() -> None:
     young = record("rec-c", expires_on=date(2027, 1, 1), created_on=date(2026, 10, 1))
     old = record("rec-d", expires_on=date(2027, 1, 1), created_on=date(2026, 9, 1))
 
-    assert [r.record.record_id for r in Ledger([never, late, young, old]).of_client(BIZ, ANA)] \
-        == ["rec-d", "rec-c", "rec-b", "rec-a"]
+    assert [r.record.record_id for r in Ledger([never, late, young, old]).of_client(BIZ, ANA)] == [
+        "rec-d",
+        "rec-c",
+        "rec-b",
+        "rec-a",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -125,8 +145,15 @@ def test_the_record_expiring_first_then_the_oldest_is_picked() -> None:
         (record("rec-x", client_id="cli-ben"), "record_not_found"),
         (record("rec-x", business_id="biz-other"), "record_not_found"),
     ],
-    ids=["cancelled", "expired", "past-its-last-day", "used-up", "other-service",
-         "other-client", "other-business"],
+    ids=[
+        "cancelled",
+        "expired",
+        "past-its-last-day",
+        "used-up",
+        "other-service",
+        "other-client",
+        "other-business",
+    ],
 )
 def test_a_chosen_record_that_cannot_serve_is_not_applied(dead: Redeemable, reason: str) -> None:
     ledger = Ledger([dead, record("rec-good")])
@@ -134,8 +161,9 @@ def test_a_chosen_record_that_cannot_serve_is_not_applied(dead: Redeemable, reas
     _, [outcome] = run(ledger, snapshot(package_record_id="rec-x"))
 
     assert applied(outcome).events == (
-        PackageNotApplied(booking_id="bk-1", client_id=ANA, reason=reason,
-                          package_record_id="rec-x"),
+        PackageNotApplied(
+            booking_id="bk-1", client_id=ANA, reason=reason, package_record_id="rec-x"
+        ),
     )
     assert ledger.used("rec-good", MASSAGE) == 0
 
@@ -160,10 +188,16 @@ def test_without_use_package_nothing_is_matched_or_reported() -> None:
         (PercentDiscount(type="percent", value=Decimal(20)), "60.00", "48.00"),
         (PercentDiscount(type="percent", value=Decimal("12.5")), "9.99", "8.74"),
         (PercentDiscount(type="percent", value=Decimal(0)), "60", "60"),
-        (AmountDiscount(type="amount", value=Money(amount=Decimal(15), currency="EUR")),
-         "60.00", "45.00"),
-        (AmountDiscount(type="amount", value=Money(amount=Decimal(99), currency="EUR")),
-         "60.00", "0.00"),
+        (
+            AmountDiscount(type="amount", value=Money(amount=Decimal(15), currency="EUR")),
+            "60.00",
+            "45.00",
+        ),
+        (
+            AmountDiscount(type="amount", value=Money(amount=Decimal(99), currency="EUR")),
+            "60.00",
+            "0.00",
+        ),
     ],
 )
 def test_the_discount_applies_to_the_price_and_never_goes_below_zero(
@@ -184,21 +218,34 @@ def test_an_amount_discount_in_another_currency_refuses_the_event_and_changes_no
 
     _, [outcome] = run(ledger, snapshot(version=2, package_record_id="rec-1"), state=state)
 
-    assert outcome == Refused("currency_mismatch", "booking price is in EUR, "
-                                                   "the package discount in USD")
+    assert outcome == Refused(
+        "currency_mismatch", "booking price is in EUR, the package discount in USD"
+    )
     assert (ledger.used("rec-1", MASSAGE), ledger.used("rec-2", MASSAGE)) == (0, 1)
 
 
 def test_no_show_gives_the_session_back_once_and_releases_the_booking() -> None:
     ledger = Ledger([record("rec-1")])
 
-    state, outcomes = run(ledger, snapshot(), status("no_show", 2), status("no_show", 3),
-                          status("cancelled", 4), status("confirmed", 5))
+    state, outcomes = run(
+        ledger,
+        snapshot(),
+        status("no_show", 2),
+        status("no_show", 3),
+        status("cancelled", 4),
+        status("confirmed", 5),
+    )
 
-    removed = [e for o in outcomes if isinstance(o, Applied) for e in o.events
-               if isinstance(e, PackageRemoved)]
+    removed = [
+        e
+        for o in outcomes
+        if isinstance(o, Applied)
+        for e in o.events
+        if isinstance(e, PackageRemoved)
+    ]
     assert [(e.reason, e.session_restored, e.sessions_remaining) for e in removed] == [
-        ("booking_no_show", True, 10)]
+        ("booking_no_show", True, 10)
+    ]
     assert ledger.used("rec-1", MASSAGE) == 0
     assert state is not None
     assert state.released
@@ -208,8 +255,13 @@ def test_no_show_gives_the_session_back_once_and_releases_the_booking() -> None:
 def test_a_version_at_or_below_the_last_is_stale() -> None:
     ledger = Ledger([record("rec-1")])
 
-    _, outcomes = run(ledger, snapshot(version=2), snapshot(version=2), snapshot(version=1),
-                      status("cancelled", 2))
+    _, outcomes = run(
+        ledger,
+        snapshot(version=2),
+        snapshot(version=2),
+        snapshot(version=1),
+        status("cancelled", 2),
+    )
 
     assert [type(o) for o in outcomes] == [Applied, Stale, Stale, Stale]
     assert ledger.used("rec-1", MASSAGE) == 1
@@ -243,7 +295,10 @@ def test_an_edit_on_a_dead_record_removes_without_giving_back() -> None:
     [event] = applied(outcome).events
     assert isinstance(event, PackageRemoved)
     assert (event.reason, event.session_restored, event.sessions_remaining) == (
-        "record_expired", False, 9)
+        "record_expired",
+        False,
+        9,
+    )
     assert ledger.used("rec-1", MASSAGE) == 1
 
 
@@ -254,7 +309,9 @@ def test_a_service_the_record_does_not_cover_gives_back_and_rematches() -> None:
     _, [outcome] = run(ledger, snapshot(version=2, service_id=FACIAL), state=state)
 
     assert [(type(e).__name__, e.package_record_id) for e in applied(outcome).events] == [
-        ("PackageRemoved", "rec-m"), ("PackageApplied", "rec-f")]
+        ("PackageRemoved", "rec-m"),
+        ("PackageApplied", "rec-f"),
+    ]
     assert (ledger.used("rec-m", MASSAGE), ledger.used("rec-f", FACIAL)) == (0, 1)
 
 
@@ -267,7 +324,10 @@ def test_choosing_another_record_moves_the_session() -> None:
     [removed, redeemed] = applied(outcome).actions
     assert isinstance(removed, domain.Removed)
     assert (removed.reason, removed.restored, removed.held.record_id) == (
-        "package_deselected", True, "rec-1")
+        "package_deselected",
+        True,
+        "rec-1",
+    )
     assert isinstance(redeemed, domain.Redeemed)
     assert redeemed.held.record_id == "rec-2"
 
@@ -279,7 +339,8 @@ def test_an_unchanged_edit_after_not_applied_does_not_report_again() -> None:
     _, [second] = run(ledger, snapshot(version=2, starts_at="2026-11-28T15:00:00Z"), state=state)
 
     assert [e.reason for e in applied(first).events if isinstance(e, PackageNotApplied)] == [
-        "no_eligible_record"]
+        "no_eligible_record"
+    ]
     assert applied(second).events == ()
 
 

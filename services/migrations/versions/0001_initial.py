@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 19:22:46.958413
+Create Date: 2026-11-25 19:29:03.697479
 """
 
 from collections.abc import Sequence
@@ -104,6 +104,7 @@ def upgrade() -> None:
     op.create_index('ix_outbox_unsent', 'outbox', ['id'], unique=False, schema='records', postgresql_where=sa.text('sent_at IS NULL'))
     op.create_table('package_record',
     sa.Column('record_id', sa.String(length=64), nullable=False),
+    sa.Column('seq', sa.BigInteger(), sa.Identity(always=False), nullable=False, comment='Creation order'),
     sa.Column('business_id', sa.String(length=64), nullable=False),
     sa.Column('client_id', sa.String(length=64), nullable=False),
     sa.Column('package_id', sa.String(length=64), nullable=False),
