@@ -92,7 +92,10 @@ class Kernel:
             " (consumer, event_id, event_type, kafka_partition, kafka_offset)"
             " SELECT :consumer, * FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS text[]),"
             " CAST(:parts AS int[]), CAST(:offs AS bigint[]))"
-            " ON CONFLICT DO NOTHING RETURNING event_id"
+            # A redelivery only counts itself: `xmax = 0` tells a fresh row from an updated one.
+            " ON CONFLICT (consumer, event_id)"
+            f" DO UPDATE SET deliveries = {schema}.inbox.deliveries + 1"
+            " RETURNING event_id, (xmax = 0) AS fresh"
         )
         self._update_outcomes = text(
             f"UPDATE {schema}.inbox i"
@@ -210,7 +213,7 @@ class Kernel:
                     "offs": [m.record.offset for m in unique.values()],
                 },
             )
-            fresh = {row[0] for row in result}
+            fresh = {row.event_id for row in result if row.fresh}
             envelopes = [m.envelope for m in unique.values() if m.envelope.event_id in fresh]
             uow = UnitOfWork(conn, self.service, **({"now": self._clock()} if self._clock else {}))
             if envelopes:

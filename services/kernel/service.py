@@ -15,9 +15,9 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.specification import AsyncAPI
 
-from services.kernel.db import make_engine
 from contracts.base import Envelope
 from contracts.topics import OUTBOUND
+from services.kernel.db import make_engine
 from services.kernel.dead_letters import KafkaDeadLetters
 from services.kernel.faults import crash_after_commit
 from services.kernel.kernel import BatchHandler, Kernel, RawRecord
@@ -79,9 +79,8 @@ class Service:
         )
         for topic in publishes:
             # Documentation only: events leave through the outbox relay's producer.
-            self.broker.publisher(
-                topic, schema=Envelope[OUTBOUND[topic]], description=f"Published by {name}"
-            )
+            schema: Any = Envelope[OUTBOUND[topic]]  # type: ignore[valid-type]
+            self.broker.publisher(topic, schema=schema, description=f"Published by {name}")
         self.engine: AsyncEngine | None = None
         self.kernel: Kernel | None = None
         self.relay: Relay | None = None

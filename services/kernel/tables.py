@@ -40,6 +40,13 @@ def kernel_tables(metadata: MetaData) -> KernelTables:
         Column("kafka_partition", Integer, nullable=False),
         Column("kafka_offset", BigInteger, nullable=False),
         Column("outcome", String(16), nullable=False, server_default="applied"),
+        Column(
+            "deliveries",
+            Integer,
+            nullable=False,
+            server_default="1",
+            comment="Times it arrived; every one after the first was a duplicate",
+        ),
         Column("reason", String(64)),
         Column("detail", Text),
         Column("handled_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import TypeAdapter
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import topics
@@ -60,6 +60,13 @@ _ADD_USED = text(
     "  AND p.record_id = d.record_id AND p.business_id = d.business_id"
 )
 
+_INSERT_HISTORY = text(
+    f"INSERT INTO {record_event.fullname} (record_id, kind, actor, booking_id, detail)"
+    " SELECT r, k, CAST(a AS jsonb), b, CAST(d AS jsonb)"
+    " FROM unnest(CAST(:record_ids AS text[]), CAST(:kinds AS text[]), CAST(:actors AS text[]),"
+    "  CAST(:booking_ids AS text[]), CAST(:details AS text[])) AS h(r, k, a, b, d)"
+)
+
 _SET_STATUS = text(
     f"UPDATE {_RECORDS} p SET status = v.status, updated_at = now()"
     " FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[])) AS v(record_id, status)"
@@ -73,7 +80,7 @@ class Redeemable:
 
     record: Record
     discount: Discount
-    created_at: datetime
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +137,7 @@ def _redeemable(row: Any, balances: list[Balance]) -> Redeemable:
         created_on=row.created_on,
         balances=tuple(balances),
     )
-    return Redeemable(record, _DISCOUNT.validate_python(row.discount), row.created_at)
+    return Redeemable(record, _DISCOUNT.validate_python(row.discount), row.seq)
 
 
 async def move_sessions(uow: UnitOfWork, moves: Sequence[SessionMove]) -> list[str]:
@@ -173,19 +180,24 @@ async def move_sessions(uow: UnitOfWork, moves: Sequence[SessionMove]) -> list[s
 async def _note(conn: AsyncConnection, moves: Sequence[SessionMove]) -> None:
     """History rows: each redemption, restoration and release with its booking."""
     await conn.execute(
-        insert(record_event),
-        [
-            {
-                "record_id": m.record_id,
-                "kind": m.kind,
-                "actor": repository.actor_json(m.cause.actor),
-                "booking_id": m.booking_id,
-                "detail": {"service_id": m.service_id, "event_id": str(m.cause.event_id)}
-                | ({"reason": m.reason} if m.reason else {}),
-            }
-            for m in moves
-        ],
+        _INSERT_HISTORY,
+        {
+            "record_ids": [m.record_id for m in moves],
+            "kinds": [m.kind for m in moves],
+            "actors": [_json(repository.actor_json(m.cause.actor)) for m in moves],
+            "booking_ids": [m.booking_id for m in moves],
+            "details": [_json(_detail(m)) for m in moves],
+        },
     )
+
+
+def _detail(m: SessionMove) -> dict[str, str]:
+    detail = {"service_id": m.service_id, "event_id": str(m.cause.event_id)}
+    return detail | ({"reason": m.reason} if m.reason else {})
+
+
+def _json(value: object) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
 
 
 async def _settle(conn: AsyncConnection, record_ids: list[str]) -> dict[str, RecordState]:

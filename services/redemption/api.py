@@ -55,8 +55,12 @@ async def booking_package(
         return None
     if row.record_id is None:
         return BookingPackage(
-            booking_id=row.booking_id, client_id=row.client_id, package_record_id=None,
-            service_id=row.service_id, price_before=None, price_after=None,
+            booking_id=row.booking_id,
+            client_id=row.client_id,
+            package_record_id=None,
+            service_id=row.service_id,
+            price_before=None,
+            price_after=None,
         )
     return BookingPackage(
         booking_id=row.booking_id,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Protocol
 
@@ -79,7 +79,7 @@ class RedeemableView(Protocol):
     @property
     def discount(self) -> Discount: ...
     @property
-    def created_at(self) -> datetime: ...
+    def seq(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -213,11 +213,10 @@ class Ledger:
         self._used[record_id, service_id] -= 1
 
 
-def pick_order(r: RedeemableView) -> tuple[bool, date, date, datetime, str]:
+def pick_order(r: RedeemableView) -> tuple[bool, date, date, int]:
     """Rule 9: the record that expires first (never = last), then the oldest."""
     rec = r.record
-    return (rec.expires_on is None, rec.expires_on or date.min, rec.created_on, r.created_at,
-            rec.record_id)
+    return (rec.expires_on is None, rec.expires_on or date.min, rec.created_on, r.seq)
 
 
 def decide(
@@ -232,7 +231,7 @@ def decide(
         return absorbed
     work = _Work(ledger, today)
     try:
-        booking = work.reconcile(absorbed)
+        booking = work.reconcile(absorbed, edited=isinstance(event, BookingSnapshot))
     except _Refusal as refusal:
         work.undo()
         return Refused(refusal.reason, refusal.detail)
@@ -278,8 +277,10 @@ def price_after(price: Money, discount: Discount) -> Money | Refused:
         after = amount * (Decimal(100) - discount.value) / Decimal(100)
     places = min(max(-_exponent(amount), 0), MAX_PLACES)
     after = min(max(after, Decimal(0)), amount)
-    return Money(amount=after.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP),
-                 currency=price.currency)
+    return Money(
+        amount=after.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP),
+        currency=price.currency,
+    )
 
 
 def _exponent(amount: Decimal) -> int:
@@ -303,20 +304,22 @@ class _Work:
         self.actions: list[Action] = []
         self.events: list[Outbound] = []
 
-    def reconcile(self, b: Booking) -> Booking:
-        """Bring the booking's hold in line with its state."""
+    def reconcile(self, b: Booking, *, edited: bool) -> Booking:
+        """Bring the booking's hold in line with its state (`edited`: a whole new snapshot)."""
         inputs = b.inputs
         if inputs is None:
             return b  # a status change ahead of its booking: kept until the snapshot comes
         if b.status in ENDING:
             return self._release(b)
-        if b.released:
-            return b  # out of cancelled again: never silently redeems a second time
+        if b.released or not edited:
+            # Out of cancelled again never silently redeems a second time; any other status
+            # change is only noted.
+            return b
         if b.held is not None:
             b = self._review(b, b.held)
         if b.held is None and b.use_package and inputs != b.matched_on:
             b = self._match(b)
-        return replace(b, matched_on=inputs)
+        return b if b.matched_on == inputs else replace(b, matched_on=inputs)
 
     def undo(self) -> None:
         """Take back the ledger changes of this event (it was refused)."""
@@ -333,8 +336,16 @@ class _Work:
             reason: RemovalReason = (
                 "booking_no_show" if b.status == "no_show" else "booking_cancelled"
             )
-            b = self._remove(b, b.held, reason, restored=True)
+            # No session comes back to a record that has expired or been cancelled since.
+            b = self._remove(b, b.held, reason, restored=self._alive(b.held.record_id))
         return replace(b, released=True)
+
+    def _alive(self, record_id: str) -> bool:
+        found = self.ledger.get(record_id)
+        if found is None:
+            raise LookupError(f"record {record_id} of a held redemption was not loaded")
+        record = found.record
+        return record.status in LIVE and not record.expired_on(self.today)
 
     def _review(self, b: Booking, held: Held) -> Booking:
         """Rule 12: a dead record loses the hold; a deselection or new service gives it back."""
@@ -349,8 +360,9 @@ class _Work:
         chosen_other = b.chosen_record_id not in (None, held.record_id)
         if not b.use_package or chosen_other or record.client_id != b.client_id:
             return self._remove(b, held, "package_deselected", restored=True)
-        assert b.service_id is not None
-        if b.service_id != held.service_id and not self.ledger.covers(held.record_id, b.service_id):
+        if b.service_id != held.service_id:
+            # The session comes back and the booking is matched again as if new, so the
+            # balance is charged to the service actually booked.
             return self._remove(b, held, "service_changed", restored=True)
         return b
 
@@ -358,26 +370,30 @@ class _Work:
         if restored:
             self.ledger.give_back(held.record_id, held.service_id)
         self.actions.append(Removed(held, reason, restored))
-        self.events.append(PackageRemoved(
-            booking_id=b.booking_id,
-            client_id=b.client_id,
-            package_record_id=held.record_id,
-            reason=reason,
-            session_restored=restored,
-            sessions_remaining=self.ledger.remaining(held.record_id, held.service_id),
-        ))
+        self.events.append(
+            PackageRemoved(
+                booking_id=b.booking_id,
+                client_id=b.client_id,
+                package_record_id=held.record_id,
+                reason=reason,
+                session_restored=restored,
+                sessions_remaining=self.ledger.remaining(held.record_id, held.service_id),
+            )
+        )
         return replace(b, held=None)
 
     def _match(self, b: Booking) -> Booking:
         """Rule 9: the chosen record, else the eligible one expiring first, then the oldest."""
         found = self._chosen(b) if b.chosen_record_id else self._first_eligible(b)
         if isinstance(found, str):
-            self.events.append(PackageNotApplied(
-                booking_id=b.booking_id,
-                client_id=b.client_id,
-                reason=found,
-                package_record_id=b.chosen_record_id,
-            ))
+            self.events.append(
+                PackageNotApplied(
+                    booking_id=b.booking_id,
+                    client_id=b.client_id,
+                    reason=found,
+                    package_record_id=b.chosen_record_id,
+                )
+            )
             return b
         return self._redeem(b, found)
 
@@ -386,7 +402,8 @@ class _Work:
         found = self.ledger.get(b.chosen_record_id)
         # Another business's or another client's record is as good as missing.
         if found is None or (found.record.business_id, found.record.client_id) != (
-            b.business_id, b.client_id
+            b.business_id,
+            b.client_id,
         ):
             return "record_not_found"
         return found if self._eligible(found, b) else "record_not_eligible"
@@ -416,13 +433,15 @@ class _Work:
         self.ledger.take(record_id, b.service_id)
         held = Held(record_id, b.service_id, b.price, after)
         self.actions.append(Redeemed(held))
-        self.events.append(PackageApplied(
-            booking_id=b.booking_id,
-            client_id=b.client_id,
-            package_record_id=record_id,
-            service_id=b.service_id,
-            price_before=b.price,
-            price_after=after,
-            sessions_remaining=self.ledger.remaining(record_id, b.service_id),
-        ))
+        self.events.append(
+            PackageApplied(
+                booking_id=b.booking_id,
+                client_id=b.client_id,
+                package_record_id=record_id,
+                service_id=b.service_id,
+                price_before=b.price,
+                price_after=after,
+                sessions_remaining=self.ledger.remaining(record_id, b.service_id),
+            )
+        )
         return replace(b, held=held)

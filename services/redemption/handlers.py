@@ -12,8 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import topics
@@ -68,8 +67,9 @@ async def handle_batch(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None
     await _lock_bookings(uow.conn, keys)
     bookings = await _load_bookings(uow.conn, keys)
     ledger = domain.Ledger(
-        await records.lock_records(uow.conn, _clients(events, bookings.values()),
-                                   _held_records(bookings.values()))
+        await records.lock_records(
+            uow.conn, _clients(events, bookings.values()), _held_records(bookings.values())
+        )
     )
     today = uow.now.date()
     changes = _Changes()
@@ -100,18 +100,26 @@ def _held_records(bookings: Iterable[domain.Booking]) -> set[tuple[str, str]]:
 
 
 async def _lock_bookings(conn: AsyncConnection, keys: Sequence[BookingKey]) -> None:
-    await conn.execute(_LOCK_BOOKINGS, {
-        "businesses": [b for b, _ in keys], "bookings": [i for _, i in keys],
-    })
+    await conn.execute(
+        _LOCK_BOOKINGS,
+        {
+            "businesses": [b for b, _ in keys],
+            "bookings": [i for _, i in keys],
+        },
+    )
 
 
 async def _load_bookings(
     conn: AsyncConnection, keys: Sequence[BookingKey]
 ) -> dict[BookingKey, domain.Booking]:
     """The stored state of the batch's bookings, with the redemption each holds."""
-    rows = await conn.execute(_LOAD_BOOKINGS, {
-        "businesses": [b for b, _ in keys], "bookings": [i for _, i in keys],
-    })
+    rows = await conn.execute(
+        _LOAD_BOOKINGS,
+        {
+            "businesses": [b for b, _ in keys],
+            "bookings": [i for _, i in keys],
+        },
+    )
     return {(r.business_id, r.booking_id): _booking(r) for r in rows}
 
 
@@ -149,8 +157,12 @@ def _inputs(stored: str | None) -> domain.Inputs | None:
     if stored is None:
         return None
     client_id, service_id, use_package, chosen = json.loads(stored)
-    return (str(client_id), str(service_id), bool(use_package),
-            None if chosen is None else str(chosen))
+    return (
+        str(client_id),
+        str(service_id),
+        bool(use_package),
+        None if chosen is None else str(chosen),
+    )
 
 
 @dataclass
@@ -184,86 +196,154 @@ class _Changes:
                 self.removed.append(action)
                 kind = "restored" if action.restored else "released"
                 reason = action.reason
-            self.moves.append(records.SessionMove(
-                b.business_id, held.record_id, held.service_id, b.booking_id, kind, event, reason,
-            ))
+            self.moves.append(
+                records.SessionMove(
+                    b.business_id,
+                    held.record_id,
+                    held.service_id,
+                    b.booking_id,
+                    kind,
+                    event,
+                    reason,
+                )
+            )
         for outbound in applied.events:
-            uow.publish(_TOPIC[type(outbound)], b.client_id, outbound,
-                        business_id=b.business_id, cause=event)
+            uow.publish(
+                _TOPIC[type(outbound)],
+                b.client_id,
+                outbound,
+                business_id=b.business_id,
+                cause=event,
+            )
 
     async def write(self, uow: UnitOfWork, bookings: Mapping[BookingKey, domain.Booking]) -> None:
         """Bookings, redemptions, restorations, then the records' sessions."""
         conn = uow.conn
-        await _upsert_bookings(conn, [bookings[k] for k in sorted(self.touched)])
+        touched = [bookings[k] for k in sorted(self.touched)]
+        await _insert(conn, _UPSERT_BOOKINGS, _BOOKING_COLUMNS, [_booking_row(b) for b in touched])
         stored = [r.held.stored_id for r in self.removed if r.held.stored_id is not None]
         if stored:
             # Before the inserts: the booking's new hold needs the old one let go of first.
             await conn.execute(_MARK_REMOVED, {"ids": stored})
         ids = await self._insert_redemptions(conn)
-        if self.removed:
-            await conn.execute(insert(restoration), [
-                {"redemption_id": r.held.stored_id if r.held.stored_id is not None
-                 else ids[r.held], "reason": r.reason, "session_restored": r.restored}
+        await _insert(
+            conn,
+            _INSERT_RESTORATIONS,
+            _RESTORATION_COLUMNS,
+            [
+                (
+                    r.held.stored_id if r.held.stored_id is not None else ids[r.held],
+                    r.reason,
+                    r.restored,
+                )
                 for r in self.removed
-            ])
+            ],
+        )
         await records.move_sessions(uow, self.moves)
 
     async def _insert_redemptions(self, conn: AsyncConnection) -> dict[domain.Held, int]:
         """Insert the batch's redemptions, those already let go of marked so; returns their ids."""
         if not self.made:
             return {}
-        new_ids = list((await conn.execute(
+        result = await conn.execute(
             _NEW_REDEMPTION_IDS, {"table": redemption.fullname, "n": len(self.made)}
-        )).scalars())
-        ids = {r.held: new_id for r, new_id in zip(self.made, new_ids, strict=True)}
+        )
+        ids = {r.held: new_id for r, new_id in zip(self.made, result.scalars(), strict=True)}
         let_go = {r.held for r in self.removed}
-        await conn.execute(insert(redemption), [
-            {
-                "id": ids[r.held],
-                "business_id": r.booking.business_id,
-                "booking_id": r.booking.booking_id,
-                "client_id": r.booking.client_id,
-                "record_id": r.held.record_id,
-                "service_id": r.held.service_id,
-                "price_before": r.held.price_before.amount,
-                "price_after": r.held.price_after.amount,
-                "currency": r.held.price_before.currency,
-                "removed": r.held in let_go,
-            }
+        rows = [
+            (
+                ids[r.held],
+                r.booking.business_id,
+                r.booking.booking_id,
+                r.booking.client_id,
+                r.held.record_id,
+                r.held.service_id,
+                r.held.price_before.amount,
+                r.held.price_after.amount,
+                r.held.price_before.currency,
+                r.held in let_go,
+            )
             for r in self.made
-        ])
+        ]
+        await _insert(conn, _INSERT_REDEMPTIONS, _REDEMPTION_COLUMNS, rows)
         return ids
 
 
-async def _upsert_bookings(conn: AsyncConnection, rows: Sequence[domain.Booking]) -> None:
-    """Every booking the batch changed, as it ends."""
-    if not rows:
-        return
-    stmt = insert(booking)
-    await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[booking.c.business_id, booking.c.booking_id],
-            set_={c.name: stmt.excluded[c.name] for c in booking.columns
-                  if c.name not in ("business_id", "booking_id", "updated_at")}
-            | {"updated_at": func.now()},
-        ),
-        [_booking_row(b) for b in rows],
+Columns = tuple[tuple[str, str], ...]
+
+_BOOKING_COLUMNS: Columns = (
+    ("business_id", "text"),
+    ("booking_id", "text"),
+    ("client_id", "text"),
+    ("service_id", "text"),
+    ("status", "text"),
+    ("price_amount", "numeric"),
+    ("currency", "text"),
+    ("use_package", "boolean"),
+    ("chosen_record_id", "text"),
+    ("snapshot_version", "int"),
+    ("status_version", "int"),
+    ("released", "boolean"),
+    ("matched_on", "text"),
+)
+_REDEMPTION_COLUMNS: Columns = (
+    ("id", "bigint"),
+    ("business_id", "text"),
+    ("booking_id", "text"),
+    ("client_id", "text"),
+    ("record_id", "text"),
+    ("service_id", "text"),
+    ("price_before", "numeric"),
+    ("price_after", "numeric"),
+    ("currency", "text"),
+    ("removed", "boolean"),
+)
+_RESTORATION_COLUMNS: Columns = (
+    ("redemption_id", "bigint"),
+    ("reason", "text"),
+    ("session_restored", "boolean"),
+)
+
+
+def _unnest_insert(table: str, columns: Columns, suffix: str = "") -> TextClause:
+    """One INSERT for any number of rows: a column array each, so one statement to prepare."""
+    names = ", ".join(c for c, _ in columns)
+    arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in columns)
+    return text(f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}){suffix}")
+
+
+_UPSERT_BOOKINGS = _unnest_insert(
+    booking.fullname,
+    _BOOKING_COLUMNS,
+    " ON CONFLICT (business_id, booking_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c, _ in _BOOKING_COLUMNS[2:])
+    + ", updated_at = now()",
+)
+_INSERT_REDEMPTIONS = _unnest_insert(redemption.fullname, _REDEMPTION_COLUMNS)
+_INSERT_RESTORATIONS = _unnest_insert(restoration.fullname, _RESTORATION_COLUMNS)
+
+
+async def _insert(
+    conn: AsyncConnection, stmt: TextClause, columns: Columns, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    if rows:
+        arrays = zip(*rows, strict=True)
+        await conn.execute(stmt, {c: list(v) for (c, _), v in zip(columns, arrays, strict=True)})
+
+
+def _booking_row(b: domain.Booking) -> tuple[Any, ...]:
+    return (
+        b.business_id,
+        b.booking_id,
+        b.client_id,
+        b.service_id,
+        b.status,
+        b.price.amount if b.price else None,
+        b.price.currency if b.price else None,
+        b.use_package,
+        b.chosen_record_id,
+        b.snapshot_version,
+        b.status_version,
+        b.released,
+        None if b.matched_on is None else json.dumps(list(b.matched_on)),
     )
-
-
-def _booking_row(b: domain.Booking) -> dict[str, Any]:
-    return {
-        "business_id": b.business_id,
-        "booking_id": b.booking_id,
-        "client_id": b.client_id,
-        "service_id": b.service_id,
-        "status": b.status,
-        "price_amount": b.price.amount if b.price else None,
-        "currency": b.price.currency if b.price else None,
-        "use_package": b.use_package,
-        "chosen_record_id": b.chosen_record_id,
-        "snapshot_version": b.snapshot_version,
-        "status_version": b.status_version,
-        "released": b.released,
-        "matched_on": None if b.matched_on is None else json.dumps(list(b.matched_on)),
-    }

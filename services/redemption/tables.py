@@ -40,8 +40,13 @@ booking = Table(
     Column("chosen_record_id", String(64)),
     Column("snapshot_version", Integer, nullable=False, server_default="0"),
     Column("status_version", Integer, nullable=False, server_default="0"),
-    Column("released", Boolean, nullable=False, server_default="false",
-           comment="Cancelled or no-show once: never redeems again"),
+    Column(
+        "released",
+        Boolean,
+        nullable=False,
+        server_default="false",
+        comment="Cancelled or no-show once: never redeems again",
+    ),
     Column("matched_on", Text, comment="The inputs the last matching ran on (JSON list)"),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
@@ -59,8 +64,13 @@ redemption = Table(
     Column("price_after", Numeric, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("redeemed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("removed", Boolean, nullable=False, server_default="false",
-           comment="Set with the restoration row, in the same transaction"),
+    Column(
+        "removed",
+        Boolean,
+        nullable=False,
+        server_default="false",
+        comment="Set with the restoration row, in the same transaction",
+    ),
     CheckConstraint(
         "price_after >= 0 AND price_after <= price_before", name="price_after_in_range"
     ),
@@ -77,8 +87,13 @@ Index(
 restoration = Table(
     "restoration",
     metadata,
-    Column("redemption_id", BigInteger, ForeignKey(redemption.c.id), primary_key=True,
-           comment="At most one per redemption, and only for one that exists"),
+    Column(
+        "redemption_id",
+        BigInteger,
+        ForeignKey(redemption.c.id),
+        primary_key=True,
+        comment="At most one per redemption, and only for one that exists",
+    ),
     Column("reason", String(32), nullable=False),
     Column("session_restored", Boolean, nullable=False),
     Column("removed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

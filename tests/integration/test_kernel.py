@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,12 +86,12 @@ class Handler:
 
 
 @pytest.fixture(scope="module")
-async def db(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+async def db(engine: AsyncEngine) -> AsyncEngine:
     async with engine.begin() as conn:
         await conn.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
         await conn.execute(text(f"CREATE SCHEMA {SCHEMA}"))
         await conn.run_sync(metadata.create_all)
-    yield engine
+    return engine
 
 
 def _plan(business: str, plan: str = "pro", event_id: str | None = None) -> bytes:
@@ -118,11 +118,10 @@ async def _seen(db: AsyncEngine, businesses: list[str]) -> int:
 
 async def _outbox(db: AsyncEngine, event_id: str) -> list[Any]:
     async with db.connect() as conn:
-        return (
-            await conn.execute(
-                select(tables.outbox).where(tables.outbox.c.causation_id == uuid.UUID(event_id))
-            )
-        ).all()
+        result = await conn.execute(
+            select(tables.outbox).where(tables.outbox.c.causation_id == uuid.UUID(event_id))
+        )
+        return list(result.all())
 
 
 async def test_a_redelivered_event_applies_once(db: AsyncEngine) -> None:

@@ -13,7 +13,16 @@ from contracts import topics
 from services.records import api as records
 from services.redemption import api as redemption_api
 from services.redemption.tables import redemption, restoration
-from tests.support.redemption import Shop, kinds, package
+from tests.support.redemption import (
+    Clock,
+    NoDeadLetters,
+    Shop,
+    kinds,
+    outbox,
+    package,
+    raw,
+    redemption_kernel_on,
+)
 
 pytest_plugins = ["tests.integration.redemption_db"]  # a PostgreSQL of its own
 
@@ -210,6 +219,23 @@ async def test_a_no_show_gives_the_session_back_once(shop: Shop) -> None:
     assert [k for k, b in await shop.history(record) if b == "bk-1"] == ["redeemed", "restored"]
 
 
+async def test_a_no_show_delivered_three_times_restores_once(shop: Shop) -> None:
+    record = await shop.sell(ANA, package({MASSAGE: 5}))
+    parked = NoDeadLetters()
+    kernel = redemption_kernel_on(shop.engine, Clock(), parked)
+    no_show = raw(shop.status("bk-1", ANA, "no_show", version=2))
+
+    await kernel.handle([raw(shop.created("bk-1", ANA, MASSAGE))])
+    await kernel.handle([no_show, no_show])  # twice in one fetch
+    await kernel.handle([no_show])  # and once more after a rebalance
+
+    published = [p["event_type"] for p in await outbox(shop.engine, shop.business_id)]
+    assert published == [APPLIED, UPDATED, REMOVED, UPDATED]
+    assert parked.parked == []
+    assert await shop.used(record, MASSAGE) == 0
+    assert len(await shop.restorations("bk-1")) == 1
+
+
 async def test_a_cancellation_after_a_no_show_does_not_restore_twice(shop: Shop) -> None:
     record = await shop.sell(ANA, package({MASSAGE: 5}))
     await shop.handle(shop.created("bk-1", ANA, MASSAGE))
@@ -301,14 +327,18 @@ async def test_a_new_service_the_record_does_not_cover_gives_the_session_back_an
     assert (await shop.used(massages, MASSAGE), await shop.used(facials, FACIAL)) == (0, 1)
 
 
-async def test_a_new_service_the_record_covers_keeps_the_redemption(shop: Shop) -> None:
+async def test_a_new_service_the_record_covers_moves_the_session_to_it(shop: Shop) -> None:
     spa = await shop.sell(ANA, package({MASSAGE: 5, SAUNA: 5}))
     await shop.handle(shop.created("bk-1", ANA, MASSAGE))
 
     out = await shop.handle(shop.updated("bk-1", ANA, SAUNA, version=2))
 
-    assert out == []
+    assert [(p.topic, p.data.get("reason")) for p in out][:2] == [
+        (REMOVED, "service_changed"),
+        (APPLIED, None),
+    ]
     assert await shop.held("bk-1") == spa
+    assert (await shop.used(spa, MASSAGE), await shop.used(spa, SAUNA)) == (0, 1)
 
 
 async def test_turning_the_package_off_gives_the_session_back(shop: Shop) -> None:

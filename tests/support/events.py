@@ -108,3 +108,63 @@ def package_line(
 def new_business() -> str:
     """A business of its own for one test: tests share the database and topics, never tenants."""
     return f"b-{uuid.uuid4().hex[:12]}"
+
+
+def booking(
+    business_id: str,
+    booking_id: str,
+    *,
+    client_id: str = "cli-ana",
+    service_id: str = "svc-massage-60",
+    status: str = "confirmed",
+    version: int = 1,
+    record_id: str | None = None,
+    use_package: bool = True,
+    price: str = "60.00",
+    currency: str = "EUR",
+    source: str = "calendar",
+    topic: str = "booking.created",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """A booking of a 60-minute massage, as the calendar or the widget sends it."""
+    return envelope(
+        topic,
+        business_id,
+        {
+            "booking_id": booking_id,
+            "client_id": client_id,
+            "service_id": service_id,
+            "starts_at": "2026-12-01T10:00:00Z",
+            "status": status,
+            "price": {"amount": price, "currency": currency},
+            "source": source,
+            "package_record_id": record_id,
+            "use_package": use_package,
+            "version": version,
+        },
+        actor={"user_id": client_id, "role": "client"} if source == "widget" else STAFF,
+        event_id=event_id,
+    )
+
+
+def status_change(
+    business_id: str,
+    booking_id: str,
+    status: str,
+    version: int,
+    *,
+    client_id: str = "cli-ana",
+    previous: str = "confirmed",
+) -> dict[str, Any]:
+    """A booking moves to another status."""
+    return envelope(
+        "booking.status_changed",
+        business_id,
+        {
+            "booking_id": booking_id,
+            "client_id": client_id,
+            "status": status,
+            "previous_status": previous,
+            "version": version,
+        },
+    )

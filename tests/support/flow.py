@@ -37,19 +37,26 @@ class Platform:
         self.bootstrap = bootstrap
         self.engine = engine
 
-    async def send(self, *events: dict[str, Any], wait: bool = True) -> None:
-        """Publish events in order; by default wait until each has been handled."""
-        messages = []
-        for e in events:
+    async def send(
+        self, *events: dict[str, Any], wait: bool = True, keys: list[bytes] | None = None
+    ) -> None:
+        """Publish events in order, keyed as the platform keys them unless `keys` say otherwise;
+        by default wait until each has been handled."""
+        messages: list[tuple[str, bytes | dict[str, Any], bytes | None]] = []
+        for n, e in enumerate(events):
             key_field = INBOUND[e["event_type"]].key
             key = e["data"].get(key_field) if key_field != "business_id" else e["business_id"]
-            messages.append((e["event_type"], e, str(key).encode()))
+            messages.append((e["event_type"], e, keys[n] if keys else str(key).encode()))
         await produce(self.bootstrap, messages)
         if wait:
             for e in events:
                 await self.handled(e)
 
-    async def handled(self, event: dict[str, Any], timeout: float = 60.0) -> tuple[str, str | None]:
+    async def handled(
+        self,
+        event: dict[str, Any],
+        timeout: float = 60.0,  # noqa: ASYNC109 - a polling deadline
+    ) -> tuple[str, str | None]:
         """Wait until the event's service has recorded it; its outcome and reason."""
         schema = SERVICE_OF[event["event_type"]]
         query = text(f"SELECT outcome, reason FROM {schema}.inbox WHERE event_id = :id")

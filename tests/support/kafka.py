@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -14,15 +14,17 @@ from aiokafka.structs import ConsumerRecord
 
 
 async def produce(
-    bootstrap: str, messages: list[tuple[str, bytes | dict[str, Any], bytes | None]]
+    bootstrap: str, messages: Sequence[tuple[str, bytes | dict[str, Any], bytes | None]]
 ) -> None:
     """Send (topic, value, key) messages in order and wait for the broker's acknowledgement."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     await producer.start()
     try:
+        pending = []
         for topic, value, key in messages:
             raw = value if isinstance(value, bytes) else orjson.dumps(value)
-            await producer.send_and_wait(topic, raw, key=key)
+            pending.append(await producer.send(topic, raw, key=key))
+        await asyncio.gather(*pending)
     finally:
         await producer.stop()
 

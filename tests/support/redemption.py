@@ -10,21 +10,24 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import topics
 from contracts.codec import decode
 from contracts.inbound import PackageDefined
 from contracts.outbound import AssignmentOrigin
+from services.kernel.kernel import Kernel, Poison
 from services.kernel.unit_of_work import UnitOfWork
 from services.records import api as records
 from services.records.tables import package_record, record_event, record_service
 from services.redemption import handlers
 from services.redemption.tables import booking, redemption, restoration
+from services.redemption.tables import kernel as redemption_kernel
 
 TODAY = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 _counter = itertools.count(1)
+_offsets = itertools.count()
 
 
 def package(
@@ -274,3 +277,62 @@ class Shop:
 def kinds(published: Sequence[Published]) -> list[str]:
     """The topics of published events, in order."""
     return [p.topic for p in published]
+
+
+@dataclass
+class Raw:
+    """A Kafka record as the kernel reads it."""
+
+    topic: str
+    value: bytes | None
+    partition: int = 0
+    offset: int = field(default_factory=lambda: next(_offsets))
+    key: bytes | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+class NoDeadLetters:
+    """Collects poison, which a correct run never has."""
+
+    def __init__(self) -> None:
+        self.parked: list[Poison] = []
+
+    async def park(self, poison: Sequence[Poison]) -> None:
+        """Keep it for the test to see."""
+        self.parked.extend(poison)
+
+
+@dataclass
+class Clock:
+    """The kernel's clock, moved on by the test."""
+
+    now: datetime = TODAY
+
+    def __call__(self) -> datetime:
+        """The time the next batch runs at."""
+        return self.now
+
+
+def raw(envelope: Any) -> Raw:
+    """The Kafka record carrying an envelope."""
+    return Raw(envelope.event_type, orjson.dumps(envelope.model_dump(mode="json")))
+
+
+def redemption_kernel_on(engine: AsyncEngine, clock: Clock, parked: NoDeadLetters) -> Kernel:
+    """The redemption service's kernel (inbox, handler, outbox) without Kafka around it."""
+    return Kernel(
+        "redemption", engine, redemption_kernel, handlers.handle_batch, parked, clock=clock
+    )
+
+
+async def outbox(engine: AsyncEngine, business_id: str) -> list[dict[str, Any]]:
+    """What the redemption service's outbox holds for a business, oldest first."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT payload FROM redemption.outbox"
+                " WHERE convert_from(payload, 'UTF8')::jsonb->>'business_id' = :b ORDER BY id"
+            ),
+            {"b": business_id},
+        )
+        return [orjson.loads(r.payload) for r in rows]

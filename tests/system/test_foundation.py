@@ -160,7 +160,7 @@ async def test_malformed_messages_go_to_the_dlq_and_the_partition_moves_on(
 
         def mine(r: Any) -> bool:
             if r.topic.endswith(".dlq"):
-                return r.key == key
+                return bool(r.key == key)
             return of_business(business)(r)
 
         seen = await reader.until(mine, 4, timeout=60, settle=1)

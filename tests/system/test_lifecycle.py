@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from services.catalog.tables import package
 from services.http.app import create_app
 from services.kernel.settings import Settings
-from services.records.tables import package_record, record_service
+from services.records.tables import record_service
 from tests.conftest import Infra
 from tests.support import events
 from tests.support.flow import Platform

@@ -39,7 +39,8 @@ def test_every_inbound_topic_has_an_example() -> None:
 
 
 def _booking() -> dict[str, Any]:
-    return json.loads((EXAMPLES / "booking.created.json").read_text())
+    document: dict[str, Any] = json.loads((EXAMPLES / "booking.created.json").read_text())
+    return document
 
 
 def _refusal(document: dict[str, Any], topic: str = "booking.created") -> MalformedMessage:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import itertools
+from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -16,7 +17,7 @@ from contracts.inbound import (
     Discount,
     PercentDiscount,
 )
-from contracts.outbound import PackageApplied, PackageNotApplied, PackageRemoved
+from contracts.outbound import PackageApplied, PackageNotApplied, PackageRemoved, RecordStatus
 from services.records.domain import Balance, Record
 from services.records.sessions import Redeemable
 from services.redemption import domain
@@ -29,6 +30,7 @@ FACIAL = "svc-facial"
 TODAY = date(2026, 11, 20)
 FREE = PercentDiscount(type="percent", value=Decimal(100))
 EUR = Money(amount=Decimal("60.00"), currency="EUR")
+_sold = itertools.count(1)
 
 
 def record(
@@ -48,18 +50,18 @@ def record(
     )
     return Redeemable(
         Record(
-            record_id,
-            business_id,
-            client_id,
-            "pkg-1",
-            status,
-            False,  # type: ignore[arg-type]
-            expires_on,
-            created_on,
-            balances,
+            record_id=record_id,
+            business_id=business_id,
+            client_id=client_id,
+            package_id="pkg-1",
+            status=cast("RecordStatus", status),
+            paid=False,
+            expires_on=expires_on,
+            created_on=created_on,
+            balances=balances,
         ),
         discount,
-        datetime.combine(created_on, datetime.min.time(), UTC),
+        next(_sold),
     )
 
 
@@ -353,3 +355,26 @@ def test_an_unlimited_service_counts_up_without_a_balance() -> None:
     assert isinstance(event, PackageApplied)
     assert event.sessions_remaining is None
     assert ledger.used("rec-1", MASSAGE) == 5
+
+
+def test_a_booking_moved_to_another_client_gives_back_and_uses_the_new_clients_record() -> None:
+    ledger = Ledger([record("rec-ana"), record("rec-ben", client_id="cli-ben")])
+    state, _ = run(ledger, snapshot())
+
+    _, [outcome] = run(ledger, snapshot(version=2, client_id="cli-ben"), state=state)
+
+    assert [(type(e).__name__, e.package_record_id) for e in applied(outcome).events] == [
+        ("PackageRemoved", "rec-ana"),
+        ("PackageApplied", "rec-ben"),
+    ]
+    assert (ledger.used("rec-ana", MASSAGE), ledger.used("rec-ben", MASSAGE)) == (0, 1)
+
+
+def test_a_refused_event_leaves_the_booking_as_it_was() -> None:
+    usd_off = AmountDiscount(type="amount", value=Money(amount=Decimal(10), currency="USD"))
+    ledger = Ledger([record("rec-1", discount=usd_off)])
+
+    state, [outcome] = run(ledger, snapshot())
+
+    assert isinstance(outcome, Refused)
+    assert state is None

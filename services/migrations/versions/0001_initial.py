@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 19:29:03.697479
+Create Date: 2026-11-25 19:30:04.837621
 """
 
 from collections.abc import Sequence
@@ -33,6 +33,7 @@ def upgrade() -> None:
     sa.Column('kafka_partition', sa.Integer(), nullable=False),
     sa.Column('kafka_offset', sa.BigInteger(), nullable=False),
     sa.Column('outcome', sa.String(length=16), server_default='applied', nullable=False),
+    sa.Column('deliveries', sa.Integer(), server_default='1', nullable=False, comment='Times it arrived; every one after the first was a duplicate'),
     sa.Column('reason', sa.String(length=64), nullable=True),
     sa.Column('detail', sa.Text(), nullable=True),
     sa.Column('handled_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
@@ -82,6 +83,7 @@ def upgrade() -> None:
     sa.Column('kafka_partition', sa.Integer(), nullable=False),
     sa.Column('kafka_offset', sa.BigInteger(), nullable=False),
     sa.Column('outcome', sa.String(length=16), server_default='applied', nullable=False),
+    sa.Column('deliveries', sa.Integer(), server_default='1', nullable=False, comment='Times it arrived; every one after the first was a duplicate'),
     sa.Column('reason', sa.String(length=64), nullable=True),
     sa.Column('detail', sa.Text(), nullable=True),
     sa.Column('handled_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
@@ -161,6 +163,7 @@ def upgrade() -> None:
     sa.Column('kafka_partition', sa.Integer(), nullable=False),
     sa.Column('kafka_offset', sa.BigInteger(), nullable=False),
     sa.Column('outcome', sa.String(length=16), server_default='applied', nullable=False),
+    sa.Column('deliveries', sa.Integer(), server_default='1', nullable=False, comment='Times it arrived; every one after the first was a duplicate'),
     sa.Column('reason', sa.String(length=64), nullable=True),
     sa.Column('detail', sa.Text(), nullable=True),
     sa.Column('handled_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
@@ -230,6 +233,7 @@ def upgrade() -> None:
     sa.Column('kafka_partition', sa.Integer(), nullable=False),
     sa.Column('kafka_offset', sa.BigInteger(), nullable=False),
     sa.Column('outcome', sa.String(length=16), server_default='applied', nullable=False),
+    sa.Column('deliveries', sa.Integer(), server_default='1', nullable=False, comment='Times it arrived; every one after the first was a duplicate'),
     sa.Column('reason', sa.String(length=64), nullable=True),
     sa.Column('detail', sa.Text(), nullable=True),
     sa.Column('handled_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
