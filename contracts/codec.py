@@ -55,12 +55,8 @@ def _readable(error: ValidationError) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def decode(topic: str, raw: bytes | None) -> Envelope[Any]:
-    """Decode and validate an inbound message of `topic`, or raise MalformedMessage."""
-    if raw is None:
-        raise MalformedMessage("empty", "the message has no value")
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise MalformedMessage("too_large", f"{len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+def _shallow_object(raw: bytes) -> dict[str, Any]:
+    """The decoded JSON object, refused when it is not one or nests too deep."""
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -69,9 +65,25 @@ def decode(topic: str, raw: bytes | None) -> Envelope[Any]:
         raise MalformedMessage("not_an_object", "the message must be a JSON object")
     if _depth(doc, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise MalformedMessage("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return doc
+
+
+def decode(topic: str, raw: bytes | None) -> Envelope[Any]:
+    """Decode and validate an inbound message of `topic`, or raise MalformedMessage."""
+    if raw is None:
+        raise MalformedMessage("empty", "the message has no value")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise MalformedMessage("too_large", f"{len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    adapter = _adapter(topic)
     try:
-        envelope = _adapter(topic).validate_python(doc)
+        if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH:
+            # Only a message with that many brackets can nest too deep: look before validating.
+            envelope = adapter.validate_python(_shallow_object(raw))
+        else:
+            envelope = adapter.validate_json(raw)
     except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise MalformedMessage("not_json", _readable(exc)) from None
         raise MalformedMessage("invalid", _readable(exc)) from None
     if envelope.event_type != topic:
         raise MalformedMessage(

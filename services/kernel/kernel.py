@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -89,12 +90,12 @@ class Kernel:
         schema = tables.inbox.schema
         self._insert_inbox = text(
             f"INSERT INTO {schema}.inbox"
-            " (consumer, event_id, event_type, kafka_partition, kafka_offset)"
+            " (consumer, event_id, event_type, kafka_partition, kafka_offset, deliveries)"
             " SELECT :consumer, * FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS text[]),"
-            " CAST(:parts AS int[]), CAST(:offs AS bigint[]))"
+            " CAST(:parts AS int[]), CAST(:offs AS bigint[]), CAST(:counts AS int[]))"
             # A redelivery only counts itself: `xmax = 0` tells a fresh row from an updated one.
             " ON CONFLICT (consumer, event_id)"
-            f" DO UPDATE SET deliveries = {schema}.inbox.deliveries + 1"
+            f" DO UPDATE SET deliveries = {schema}.inbox.deliveries + EXCLUDED.deliveries"
             " RETURNING event_id, (xmax = 0) AS fresh"
         )
         self._update_outcomes = text(
@@ -200,8 +201,10 @@ class Kernel:
     async def _apply(self, batch: list[Message]) -> None:
         """The one transaction: inbox, the handler's change, outcomes, outbox."""
         unique: dict[uuid.UUID, Message] = {}
+        copies: Counter[uuid.UUID] = Counter()
         for m in batch:
             unique.setdefault(m.envelope.event_id, m)
+            copies[m.envelope.event_id] += 1
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 self._insert_inbox,
@@ -211,6 +214,7 @@ class Kernel:
                     "types": [m.envelope.event_type for m in unique.values()],
                     "parts": [m.record.partition for m in unique.values()],
                     "offs": [m.record.offset for m in unique.values()],
+                    "counts": [copies[i] for i in unique],
                 },
             )
             fresh = {row.event_id for row in result if row.fresh}
@@ -252,9 +256,9 @@ class Kernel:
         fresh = {e.event_id for e in applied}
         for m in batch:
             eid = m.envelope.event_id
-            outcome = (
-                "duplicate"
-                if eid not in fresh
-                else (uow.outcomes[eid].outcome if eid in uow.outcomes else "applied")
-            )
+            if eid in fresh:
+                fresh.discard(eid)  # later copies in the same batch are duplicates
+                outcome = uow.outcomes[eid].outcome if eid in uow.outcomes else "applied"
+            else:
+                outcome = "duplicate"
             metrics.MESSAGES.labels(self.service, m.record.topic, outcome).inc()

@@ -240,3 +240,17 @@ async def test_the_relay_publishes_in_commit_order_and_marks_rows_sent(db: Async
     rows = [r for i in ids for r in await _outbox(db, i)]
     assert len(rows) == 3
     assert all(r.sent_at is not None for r in rows)
+
+
+async def test_every_copy_of_an_event_counts_as_a_delivery(db: AsyncEngine) -> None:
+    business = events.new_business()
+    event_id = str(uuid.uuid4())
+    kernel = _kernel(db, Handler(), DeadLetters())
+    copy = _plan(business, event_id=event_id)
+    await kernel.handle([Record(copy, 1), Record(copy, 2)])
+    await kernel.handle([Record(copy, 1)])
+    async with db.connect() as conn:
+        deliveries = await conn.scalar(
+            select(tables.inbox.c.deliveries).where(tables.inbox.c.event_id == uuid.UUID(event_id))
+        )
+    assert deliveries == 3

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 19:30:04.837621
+Create Date: 2026-11-25 19:45:24.372757
 """
 
 from collections.abc import Sequence

@@ -1,0 +1,1 @@
+"""Operator tools: replay dead letters, trace a message's fate, reset a consumer group."""
