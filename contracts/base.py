@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Generic, Literal, TypeVar
 from uuid import UUID
@@ -9,11 +10,12 @@ from uuid import UUID
 from pydantic import (
     AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    PlainValidator,
     StringConstraints,
+    WithJsonSchema,
 )
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -28,20 +30,24 @@ BookingId = Annotated[Id, Field(description="The platform's booking id")]
 InvoiceId = Annotated[Id, Field(description="The platform's invoice id")]
 
 
-def _decimal_string(value: object) -> object:
-    """Money travels as a decimal string; a JSON number or anything else is bad input."""
+_DECIMAL = re.compile(r"-?\d{1,12}(\.\d{1,6})?")
+
+
+def _decimal_string(value: object) -> Decimal:
+    """Money travels as a decimal string of at most 12 digits and 6 decimals; nothing else."""
     if isinstance(value, Decimal):
         return value
-    if not isinstance(value, str):
-        raise ValueError('must be a decimal string such as "60.00"')
-    return value
+    if not isinstance(value, str) or not _DECIMAL.fullmatch(value):
+        raise ValueError('must be a decimal string such as "60.00" (12 digits, 6 decimals)')
+    return Decimal(value)
 
 
+# Checked by a regular expression rather than pydantic's digit counting: it is on the hot path.
 DecimalString = Annotated[
     Decimal,
-    BeforeValidator(_decimal_string),
-    Field(allow_inf_nan=False, max_digits=18, decimal_places=6),
+    PlainValidator(_decimal_string, json_schema_input_type=str),
     PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": _DECIMAL.pattern, "examples": ["60.00"]}),
 ]
 
 

@@ -91,7 +91,6 @@ _POM = f"""<?xml version="1.0" encoding="UTF-8"?>
 _JVM_FLAGS = (
     "-Xmx512m",
     "-XX:+UseSerialGC",
-    "-XX:TieredStopAtLevel=1",  # C1 only: starts faster on 2 cores, plenty for tests
     "-Djava.awt.headless=true",
     "-Dorg.slf4j.simpleLogger.showDateTime=true",
     "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd HH:mm:ss.SSS",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -37,6 +38,9 @@ def make_engine(settings: Settings, pool_size: int | None = None) -> AsyncEngine
         pool_pre_ping=True,
         pool_recycle=1800,
         connect_args=connect_args,
+        # JSONB columns are read on the hot path: orjson is several times faster than json.
+        json_serializer=lambda value: orjson.dumps(value).decode(),
+        json_deserializer=orjson.loads,
     )
 
 

@@ -22,6 +22,7 @@ from services.kernel.tables import KernelTables
 from services.kernel.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
+_OUTBOX_COLUMNS = ("event_id", "topic", "key", "payload", "causation_id")
 
 
 class RawRecord(Protocol):
@@ -106,11 +107,7 @@ class Kernel:
             " AS v(event_id, outcome, reason, detail)"
             " WHERE i.consumer = :consumer AND i.event_id = v.event_id"
         )
-        self._insert_outbox = text(
-            f"INSERT INTO {schema}.outbox (event_id, topic, key, payload, causation_id)"
-            " SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:topics AS text[]),"
-            " CAST(:keys AS text[]), CAST(:payloads AS bytea[]), CAST(:causes AS uuid[]))"
-        )
+        self._schema = schema
 
     async def handle(self, records: Sequence[RawRecord]) -> None:
         """Handle one fetched batch; returns once every record is applied, skipped or parked."""
@@ -241,19 +238,20 @@ class Kernel:
                 },
             )
         if uow.outbox:
-            await uow.conn.execute(
-                self._insert_outbox,
-                {
-                    "ids": [r.event_id for r in uow.outbox],
-                    "topics": [r.topic for r in uow.outbox],
-                    "keys": [r.key for r in uow.outbox],
-                    "payloads": [r.payload for r in uow.outbox],
-                    "causes": [r.causation_id for r in uow.outbox],
-                },
+            # Binary COPY: the outbox is the largest write of a batch, and never conflicts.
+            raw = await uow.conn.get_raw_connection()
+            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+                "outbox",
+                schema_name=self._schema,
+                columns=_OUTBOX_COLUMNS,
+                records=[
+                    (r.event_id, r.topic, r.key, r.payload, r.causation_id) for r in uow.outbox
+                ],
             )
 
     def _count(self, batch: list[Message], applied: list[Envelope[Any]], uow: UnitOfWork) -> None:
         fresh = {e.event_id for e in applied}
+        counts: Counter[tuple[str, str]] = Counter()
         for m in batch:
             eid = m.envelope.event_id
             if eid in fresh:
@@ -261,4 +259,6 @@ class Kernel:
                 outcome = uow.outcomes[eid].outcome if eid in uow.outcomes else "applied"
             else:
                 outcome = "duplicate"
-            metrics.MESSAGES.labels(self.service, m.record.topic, outcome).inc()
+            counts[m.record.topic, outcome] += 1
+        for (topic, outcome), n in counts.items():
+            metrics.MESSAGES.labels(self.service, topic, outcome).inc(n)

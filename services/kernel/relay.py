@@ -37,6 +37,7 @@ class Relay:
         self._batch = batch
         self._poll_interval_s = poll_interval_s
         self._wake = asyncio.Event()
+        self._stopping = False
         self._lock_key = zlib.crc32(f"outbox:{tables.outbox.schema}".encode())
         schema = tables.outbox.schema
         self._select = text(
@@ -47,13 +48,18 @@ class Relay:
             f"UPDATE {schema}.outbox SET sent_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"
         )
 
+    def stop(self) -> None:
+        """Finish the round under way and what is left, then end `run()`."""
+        self._stopping = True
+        self._wake.set()
+
     def wake(self) -> None:
         """Something was committed: publish it now rather than at the next poll."""
         self._wake.set()
 
     async def run(self) -> None:
-        """Relay until cancelled."""
-        while True:
+        """Relay until `stop()`: what is committed by then is published first."""
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
             self._wake.clear()

@@ -155,14 +155,18 @@ class Service:
 
     async def stop(self) -> None:
         """Stop timers and relay, publish what is left, close the producer and engine."""
-        for task in self._tasks:
+        relay_task, timers = (self._tasks[0], self._tasks[1:]) if self._tasks else (None, [])
+        for task in timers:
             task.cancel()
-        for task in self._tasks:
+        if self.relay is not None and relay_task is not None:
+            # Cancelling mid-round would publish rows without marking them sent, and another
+            # process would publish them again: let the relay finish instead, within reason.
+            self.relay.stop()
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(relay_task, timeout=10)
+        for task in timers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self.relay is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.relay.drain_once(), timeout=5)
         if self._producer is not None:
             await self._producer.stop()
         if self.engine is not None:

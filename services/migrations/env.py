@@ -22,7 +22,13 @@ SCHEMAS = [m.schema for m in target_metadata]
 def _run(connection: Connection) -> None:
     for schema in SCHEMAS:
         connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-    context.configure(connection=connection, target_metadata=target_metadata, include_schemas=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        include_schemas=True,
+        # Only the services' schemas are ours; anything else in the database is left alone.
+        include_name=lambda name, kind, _parent: kind != "schema" or name in SCHEMAS,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -277,7 +277,7 @@ def price_after(price: Money, discount: Discount) -> Money | Refused:
         after = amount * (Decimal(100) - discount.value) / Decimal(100)
     places = min(max(-_exponent(amount), 0), MAX_PLACES)
     after = min(max(after, Decimal(0)), amount)
-    return Money(
+    return Money.model_construct(
         amount=after.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP),
         currency=price.currency,
     )
@@ -371,7 +371,7 @@ class _Work:
             self.ledger.give_back(held.record_id, held.service_id)
         self.actions.append(Removed(held, reason, restored))
         self.events.append(
-            PackageRemoved(
+            PackageRemoved.model_construct(
                 booking_id=b.booking_id,
                 client_id=b.client_id,
                 package_record_id=held.record_id,
@@ -387,7 +387,7 @@ class _Work:
         found = self._chosen(b) if b.chosen_record_id else self._first_eligible(b)
         if isinstance(found, str):
             self.events.append(
-                PackageNotApplied(
+                PackageNotApplied.model_construct(
                     booking_id=b.booking_id,
                     client_id=b.client_id,
                     reason=found,
@@ -434,7 +434,7 @@ class _Work:
         held = Held(record_id, b.service_id, b.price, after)
         self.actions.append(Redeemed(held))
         self.events.append(
-            PackageApplied(
+            PackageApplied.model_construct(
                 booking_id=b.booking_id,
                 client_id=b.client_id,
                 package_record_id=record_id,
