@@ -60,7 +60,9 @@ def _shallow_object(raw: bytes) -> dict[str, Any]:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise MalformedMessage("not_json", str(exc)) from None
+        # orjson stops at its own depth limit before we can count: the same refusal either way.
+        code = "too_deep" if exc.msg.startswith("depth limit") else "not_json"
+        raise MalformedMessage(code, str(exc)) from None
     if not isinstance(doc, dict):
         raise MalformedMessage("not_an_object", "the message must be a JSON object")
     if _depth(doc, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
@@ -70,7 +72,8 @@ def _shallow_object(raw: bytes) -> dict[str, Any]:
 
 def decode(topic: str, raw: bytes | None) -> Envelope[Any]:
     """Decode and validate an inbound message of `topic`, or raise MalformedMessage."""
-    if raw is None:
+    if not raw:
+        # A tombstone (null value) or zero bytes: nothing to decode either way.
         raise MalformedMessage("empty", "the message has no value")
     if len(raw) > MAX_MESSAGE_BYTES:
         raise MalformedMessage("too_large", f"{len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
@@ -82,8 +85,11 @@ def decode(topic: str, raw: bytes | None) -> Envelope[Any]:
         else:
             envelope = adapter.validate_json(raw)
     except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
+        errors = exc.errors()
+        if any(e["type"] == "json_invalid" for e in errors):
             raise MalformedMessage("not_json", _readable(exc)) from None
+        if errors[0]["loc"] == () and errors[0]["type"] == "model_type":
+            raise MalformedMessage("not_an_object", "the message must be a JSON object") from None
         raise MalformedMessage("invalid", _readable(exc)) from None
     if envelope.event_type != topic:
         raise MalformedMessage(

@@ -20,7 +20,9 @@ from contracts.base import (
     ServiceId,
 )
 
-Version = Annotated[StrictInt, Field(description="+1 on every change of that entity")]
+# Counters are stored in 32-bit columns: a larger one is bad input, refused before any work.
+INT32_MAX = 2**31 - 1
+Version = Annotated[StrictInt, Field(le=INT32_MAX, description="+1 on every change of that entity")]
 
 
 class PlanChanged(Frozen):
@@ -164,7 +166,7 @@ class SessionsTotal(Frozen):
     """A new session total for one service of a record."""
 
     service_id: ServiceId
-    sessions_total: StrictInt | None = Field(description="null for unlimited")
+    sessions_total: StrictInt | None = Field(le=INT32_MAX, description="null for unlimited")
 
 
 class RecordChanges(Frozen):

@@ -400,7 +400,8 @@ class LocalKafka:
         cluster_id = str(read_state(self._state_file)["cluster_id"])
         command = [
             java, "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-            "-t", cluster_id, "-c", str(self._properties), "--ignore-formatted",
+            # `=`: an id may start with "-", which argparse would take for an option.
+            f"--cluster-id={cluster_id}", "-c", str(self._properties), "--ignore-formatted",
         ]  # fmt: skip
         done = subprocess.run(
             command, cwd=self.data_dir, capture_output=True, text=True, check=False, timeout=120

@@ -11,10 +11,19 @@ from aiokafka.errors import TopicAlreadyExistsError
 from alembic import command
 from alembic.config import Config
 
-from contracts.topics import ALL_TOPICS, partitions
+from contracts.codec import MAX_MESSAGE_BYTES
+from contracts.topics import ALL_TOPICS, DLQ_SUFFIX, partitions
 from services.kernel.settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# A letter is its message plus the error headers: a DLQ must take more than its topic does, or
+# a message at the broker's limit could not be parked. Services produce up to 2 MiB requests.
+DLQ_MAX_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES
+
+
+def topic_configs(topic: str) -> dict[str, str]:
+    """The configuration a topic is created with, beside the broker's defaults."""
+    return {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)} if topic.endswith(DLQ_SUFFIX) else {}
 
 
 def migrate(database_url: str | None = None) -> None:
@@ -37,6 +46,7 @@ async def create_topics(settings: Settings, default_partitions: int = 6) -> list
                 t,
                 num_partitions=partitions(t, default_partitions),
                 replication_factor=settings.topic_replication_factor,
+                topic_configs=topic_configs(t),
             )
             for t in ALL_TOPICS
             if t not in existing

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 
 from services.bootstrap import create_topics, migrate
-from services.kernel.settings import Settings
+from services.kernel.settings import load_settings
 
 app = typer.Typer(
     help="Packages: service packages kept right.", no_args_is_help=True, add_completion=False
@@ -30,14 +30,14 @@ T = TypeVar("T")
 @app.command("migrate")
 def migrate_command() -> None:
     """Apply every migration to DATABASE_URL."""
-    migrate(Settings().database_url.get_secret_value())
+    migrate(load_settings().database_url.get_secret_value())
     typer.echo("database is at the newest migration")
 
 
 @app.command("topics")
 def topics_command() -> None:
     """Create every topic on KAFKA_BOOTSTRAP_SERVERS with explicit partition counts."""
-    created = asyncio.run(create_topics(Settings()))
+    created = asyncio.run(create_topics(load_settings()))
     typer.echo(f"created {len(created)} topics" if created else "every topic exists")
 
 
@@ -72,7 +72,7 @@ def dlq_replay_command(
     selection = Selection(error, event_type, frozenset(event_id or ()))
     report = _run(
         replay(
-            Settings(),
+            load_settings(),
             origin,
             selection,
             dry_run=dry_run,
@@ -103,7 +103,7 @@ def fate_command(
     """Where a message ended: applied, duplicate, rejected (why) or dead-lettered (why)."""
     from services.ops.fate import fate
 
-    seen = _run(fate(Settings(), event_id))
+    seen = _run(fate(load_settings(), event_id))
     for sighting in seen:
         typer.echo(str(sighting))
     if not seen:
@@ -129,7 +129,7 @@ def reset_group_command(
         raise typer.BadParameter(str(exc), param_hint="SERVICE") from None
     topics = ", ".join(SUBSCRIPTIONS[service])
     try:
-        _run(ensure_idle(Settings(), group))
+        _run(ensure_idle(load_settings(), group))
         if to == "earliest":
             typer.echo(
                 f"{service} will read {topics} again from the start. Safe: its inbox recognises"
@@ -143,7 +143,7 @@ def reset_group_command(
             )
         if not yes:
             typer.confirm("Go on?", abort=True)
-        moves = _run(reset_group(Settings(), service, to))
+        moves = _run(reset_group(load_settings(), service, to))
     except GroupActiveError as exc:
         typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -192,7 +192,7 @@ def run_command(
         }
         os.environ.update(env)
         migrate(postgres.url)
-        asyncio.run(create_topics(Settings()))
+        asyncio.run(create_topics(load_settings()))
         children = {
             name: _spawn(
                 [sys.executable, "-m", "faststream", "run", f"services.{name}.app:app"],

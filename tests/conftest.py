@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +49,15 @@ class Infra:
 
 
 @pytest.fixture(scope="session")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where this session's servers keep their data and the services their logs."""
-    return tmp_path_factory.mktemp("infra")
+def workdir() -> Iterator[Path]:
+    """Where this session's servers keep their data and the services their logs.
+
+    Not under pytest's own temporary folder: each pytest session resets that folder's
+    permissions, which would shut the unprivileged PostgreSQL out of a concurrent session's data.
+    """
+    path = Path(tempfile.mkdtemp(prefix="packages-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

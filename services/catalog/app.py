@@ -10,12 +10,12 @@ from contracts.inbound import PackageDefined, PackageStatusChanged, PlanChanged
 from services.catalog import handlers
 from services.catalog.tables import kernel
 from services.kernel.service import Service
-from services.kernel.settings import Settings
+from services.kernel.settings import load_settings
 from services.kernel.timers import periodic
 
 CatalogEvent = Envelope[PlanChanged] | Envelope[PackageDefined] | Envelope[PackageStatusChanged]
 
-settings = Settings()
+settings = load_settings()
 service = Service(
     "catalog",
     kernel,

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.kernel.db import make_engine
-from services.kernel.settings import Settings
+from services.kernel.settings import Settings, load_settings
 from services.records import api as records
 from services.redemption import api as redemption
 
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Clients' package records, balances and bookings' packages.",
         lifespan=_lifespan,
     )
-    app.state.settings = settings or Settings()
+    app.state.settings = settings or load_settings()
     app.include_router(_routes())
     return app
 

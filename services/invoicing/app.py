@@ -10,12 +10,12 @@ from contracts.inbound import InvoiceChanged, InvoicePublished
 from services.invoicing.handlers import Invoicing, settle_waiting_lines
 from services.invoicing.tables import kernel
 from services.kernel.service import Service
-from services.kernel.settings import Settings
+from services.kernel.settings import load_settings
 from services.kernel.timers import periodic
 
 InvoiceEvent = Envelope[InvoicePublished] | Envelope[InvoiceChanged]
 
-settings = Settings()
+settings = load_settings()
 service = Service(
     "invoicing",
     kernel,

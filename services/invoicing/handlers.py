@@ -42,6 +42,10 @@ class Invoicing:
     async def publish_invoice(self, uow: UnitOfWork, event: Envelope[InvoicePublished]) -> None:
         """Rule 5: package lines create records, record lines attach unpaid records."""
         data = event.data
+        sold = [line.quantity for line in data.lines if isinstance(line, PackageLine)]
+        if (too_many := domain.invoice_refusal(sold)) is not None:
+            uow.reject(event, "too_many_records", too_many)
+            return
         state = await _upsert_invoice(uow, event, published=True, paid=data.paid)
         refusals: list[str] = []
         for line in data.lines:

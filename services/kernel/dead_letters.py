@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
+
+from aiokafka.errors import MessageSizeTooLargeError
 
 from contracts.topics import dlq
 from services.kernel.kernel import Poison
@@ -16,6 +19,7 @@ ORIGINAL_TOPIC = "x-original-topic"
 ORIGINAL_PARTITION = "x-original-partition"
 ORIGINAL_OFFSET = "x-original-offset"
 CONSUMER = "x-consumer"
+VALUE_OMITTED = "x-value-omitted"
 OUR_HEADERS = (
     ERROR_CODE,
     ERROR,
@@ -24,7 +28,9 @@ OUR_HEADERS = (
     ORIGINAL_PARTITION,
     ORIGINAL_OFFSET,
     CONSUMER,
+    VALUE_OMITTED,
 )
+log = logging.getLogger(__name__)
 
 
 class KafkaDeadLetters:
@@ -36,20 +42,41 @@ class KafkaDeadLetters:
 
     async def park(self, poison: Sequence[Poison]) -> None:
         """Send every poison message to its .dlq and wait for the broker's acknowledgement."""
-        futures = []
-        for p in poison:
-            r = p.record
-            headers = [(k, v) for k, v in (r.headers or ()) if k not in OUR_HEADERS]
-            headers += [
-                (ERROR_CODE, p.code.encode()),
-                (ERROR, p.error[:4000].encode("utf-8", "replace")),
-                (ATTEMPTS, str(p.attempts).encode()),
-                (ORIGINAL_TOPIC, r.topic.encode()),
-                (ORIGINAL_PARTITION, str(r.partition).encode()),
-                (ORIGINAL_OFFSET, str(r.offset).encode()),
-                (CONSUMER, self._service.encode()),
-            ]
-            futures.append(
-                await self._producer.send(dlq(r.topic), value=r.value, key=r.key, headers=headers)
-            )
-        await asyncio.gather(*futures)
+        futures = [await self._send(p, p.record.value) for p in poison]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        for p, outcome in zip(poison, outcomes, strict=True):
+            if isinstance(outcome, MessageSizeTooLargeError):
+                # The DLQ takes less than the message's own topic did: park the letter without
+                # its value rather than lose it; the headers say where the original still is.
+                log.warning(
+                    "%s[%d]@%d is too large for its DLQ: parked without its value",
+                    p.record.topic,
+                    p.record.partition,
+                    p.record.offset,
+                )
+                await (await self._send(p, None))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _send(self, p: Poison, value: bytes | None) -> Any:
+        """Queue one letter; the future the broker's acknowledgement completes."""
+        r = p.record
+        headers = [(k, v) for k, v in (r.headers or ()) if k not in OUR_HEADERS]
+        headers += [
+            (ERROR_CODE, p.code.encode()),
+            (ERROR, p.error[:4000].encode("utf-8", "replace")),
+            (ATTEMPTS, str(p.attempts).encode()),
+            (ORIGINAL_TOPIC, r.topic.encode()),
+            (ORIGINAL_PARTITION, str(r.partition).encode()),
+            (ORIGINAL_OFFSET, str(r.offset).encode()),
+            (CONSUMER, self._service.encode()),
+        ]
+        if value is None and r.value is not None:
+            headers.append((VALUE_OMITTED, str(len(r.value)).encode()))
+        try:
+            return await self._producer.send(dlq(r.topic), value=value, key=r.key, headers=headers)
+        except MessageSizeTooLargeError as exc:
+            # Refused before sending (larger than the producer's request limit): the same case.
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.set_exception(exc)
+            return future

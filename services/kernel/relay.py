@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import text
@@ -30,12 +31,14 @@ class Relay:
         *,
         batch: int = 1000,
         poll_interval_s: float = 0.5,
+        after_publish: Callable[[], None] = lambda: None,
     ) -> None:
         self.service = service
         self._engine = engine
         self._producer = producer
         self._batch = batch
         self._poll_interval_s = poll_interval_s
+        self._after_publish = after_publish
         self._wake = asyncio.Event()
         self._stopping = False
         self._lock_key = zlib.crc32(f"outbox:{tables.outbox.schema}".encode())
@@ -95,6 +98,7 @@ class Relay:
                 for _id, topic, key, payload in rows
             ]
             await asyncio.gather(*futures)
+            self._after_publish()
             await conn.execute(self._mark, {"ids": [r[0] for r in rows]})
         metrics.PUBLISHED.labels(self.service).inc(len(rows))
         return len(rows)

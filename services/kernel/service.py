@@ -19,7 +19,7 @@ from contracts.base import Envelope
 from contracts.topics import OUTBOUND
 from services.kernel.db import make_engine
 from services.kernel.dead_letters import KafkaDeadLetters
-from services.kernel.faults import crash_after_commit
+from services.kernel.faults import crash_after_commit, crash_after_publish, failing_for
 from services.kernel.kernel import BatchHandler, Kernel, RawRecord
 from services.kernel.relay import Relay
 from services.kernel.settings import Settings
@@ -137,12 +137,13 @@ class Service:
             self._producer,
             batch=s.relay_batch,
             poll_interval_s=s.relay_poll_interval_s,
+            after_publish=crash_after_publish(s.fault_relay_crash_once_file),
         )
         self.kernel = Kernel(
             self.name,
             self.engine,
             self._tables,
-            self._handler,
+            failing_for(self._handler, s.fault_fail_event_id),
             KafkaDeadLetters(self.name, self._producer),
             max_attempts=s.max_attempts,
             max_backoff_s=s.retry_max_backoff_s,

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PACKAGES_"
+_SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 
 
 class Settings(BaseSettings):
     """What a process needs to reach Kafka and PostgreSQL and how hard to work."""
 
+    # Errors never echo the input: a bad DATABASE_URL would print its password.
     model_config = SettingsConfigDict(
-        env_prefix="PACKAGES_", extra="ignore", frozen=True, populate_by_name=True
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        hide_input_in_errors=True,
     )
 
     kafka_bootstrap_servers: str = Field(
@@ -58,6 +73,12 @@ class Settings(BaseSettings):
         None, description="Tests only: SIGKILL after the commit of a batch holding this text"
     )
     fault_crash_once_file: Path | None = Field(None, description="Tests only: crash once per file")
+    fault_fail_event_id: str | None = Field(
+        None, description="Tests only: the handler raises for the event of this id"
+    )
+    fault_relay_crash_once_file: Path | None = Field(
+        None, description="Tests only: SIGKILL once between publishing and marking sent"
+    )
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -76,6 +97,35 @@ class Settings(BaseSettings):
         if not url.startswith("postgresql+asyncpg://"):
             raise ValueError("must be a postgresql:// or postgresql+asyncpg:// URL")
         return SecretStr(url)
+
+    @field_validator("kafka_ssl_cafile")
+    @classmethod
+    def _cafile_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _sasl_is_complete(self) -> Self:
+        """A SASL protocol, its mechanism and its credentials go together, or not at all."""
+        sasl = self.kafka_security_protocol in _SASL_PROTOCOLS
+        if sasl and not self.kafka_sasl_mechanism:
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                f"{ENV_PREFIX}KAFKA_SASL_MECHANISM (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+            )
+        if self.kafka_sasl_mechanism and not sasl:
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_SASL_MECHANISM needs {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL "
+                f"SASL_SSL or SASL_PLAINTEXT, not {self.kafka_security_protocol}"
+            )
+        password = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+        if self.kafka_sasl_mechanism and not (self.kafka_sasl_username and password):
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism} needs "
+                f"{ENV_PREFIX}KAFKA_SASL_USERNAME and {ENV_PREFIX}KAFKA_SASL_PASSWORD"
+            )
+        return self
 
     def broker_security(self) -> BaseSecurity | None:
         """The same security as FastStream's broker wants it."""
@@ -114,3 +164,31 @@ class Settings(BaseSettings):
                 self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
             )
         return options
+
+
+def _variable(field: str | int) -> str:
+    """The environment variable a settings field is read from."""
+    name = str(field)
+    info = Settings.model_fields.get(name)
+    if info is None:
+        return name  # already an alias such as DATABASE_URL
+    if isinstance(info.validation_alias, AliasChoices):
+        return str(info.validation_alias.choices[0])
+    return ENV_PREFIX + name.upper()
+
+
+def describe(error: ValidationError) -> str:
+    """One line naming each bad variable and what is wrong with it; never its value."""
+    parts = []
+    for e in error.errors():
+        message = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{_variable(e['loc'][0])}: {message}" if e["loc"] else message)
+    return "; ".join(parts)
+
+
+def load_settings() -> Settings:
+    """The process's settings; a bad one ends the process with one line instead of a traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SystemExit(f"invalid settings: {describe(exc)}") from None

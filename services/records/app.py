@@ -8,6 +8,7 @@ from contracts import topics
 from contracts.base import Envelope
 from contracts.inbound import PackageAssigned, RecordEditRequested
 from services.kernel.service import Service
+from services.kernel.settings import load_settings
 from services.kernel.timers import periodic
 from services.records import handlers
 from services.records.tables import kernel
@@ -18,6 +19,7 @@ service = Service(
     "records",
     kernel,
     handlers.handle_batch,
+    settings=load_settings(),
     timers=[periodic("expiry", handlers.expire_due)],
     publishes=[
         topics.RECORD_CREATED,

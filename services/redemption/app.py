@@ -8,6 +8,7 @@ from contracts import topics
 from contracts.base import Envelope
 from contracts.inbound import BookingSnapshot, BookingStatusChanged
 from services.kernel.service import Service
+from services.kernel.settings import load_settings
 from services.redemption import handlers
 from services.redemption.tables import kernel
 
@@ -17,6 +18,7 @@ service = Service(
     "redemption",
     kernel,
     handlers.handle_batch,
+    settings=load_settings(),
     publishes=[
         topics.PACKAGE_APPLIED,
         topics.PACKAGE_REMOVED,

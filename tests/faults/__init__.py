@@ -1,0 +1,1 @@
+"""The fault-injection suite: the invariants hold while processes, broker and database fail."""
