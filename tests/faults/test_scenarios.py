@@ -132,17 +132,14 @@ async def test_3_a_consumer_killed_every_two_seconds_ends_as_an_in_order_replay(
     assert await _settled(platform, w) == []
     in_order = await _replay_in_order(real_infra, w, setup)
     async with platform.engine.connect() as conn:
-        used: dict[str, int] = dict(
-            (
-                await conn.execute(
-                    text(
-                        "SELECT p.client_id, s.sessions_used FROM records.package_record p"
-                        " JOIN records.record_service s USING (record_id) WHERE p.business_id = :b"
-                    ),
-                    {"b": business},
-                )
-            ).all()
+        rows = await conn.execute(
+            text(
+                "SELECT p.client_id, s.sessions_used FROM records.package_record p"
+                " JOIN records.record_service s USING (record_id) WHERE p.business_id = :b"
+            ),
+            {"b": business},
         )
+        used = {str(r[0]): int(r[1]) for r in rows}
     assert used == in_order
     Outcome(
         "3 kill loop",
