@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from bench.workload import BalanceKey, Event, Expect
 from contracts import topics
@@ -51,6 +52,32 @@ class CheckResult:
         return "\n".join(lines)
 
 
+class Sent(Protocol):
+    """An inbound event of a run."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
+
+
+def delivery_problems(
+    events: Sequence[Sent], inbox: Collection[str] | None, refused: Sequence[str]
+) -> list[str]:
+    """What was refused or dead-lettered, and each event the inbox misses or has extra."""
+    # `inbox` is None for a consumer without one (the naive peer); `refused` describes what
+    # reached `message.rejected` or a dead-letter topic, none of which the workloads cause.
+    problems = [f"refused or dead-lettered: {r}" for r in refused]
+    if inbox is not None:
+        held = set(inbox)
+        missing = [e for e in events if e.event_id not in held]
+        problems += [f"{e.topic} {e.event_id} has no inbox row" for e in missing]
+        extra = len(held - {e.event_id for e in events})
+        if extra:
+            problems.append(f"{extra} inbox rows for events that were never sent")
+    return problems
+
+
 def check_redemption(
     name: str,
     events: Sequence[Event],
@@ -62,18 +89,9 @@ def check_redemption(
     refused: Sequence[str] = (),
 ) -> CheckResult:
     """Each event has its one expected outcome, the inbox has each once, balances match."""
-    # `inbox` is None for a consumer without one (the naive peer); `refused` describes what
-    # reached `message.rejected` or a dead-letter topic, none of which this workload causes.
     result = CheckResult(name, checked=len(events))
     problems = result.problems
-    problems += [f"refused or dead-lettered: {r}" for r in refused]
-    if inbox is not None:
-        held = set(inbox)
-        missing = [e for e in events if e.event_id not in held]
-        problems += [f"{e.topic} {e.event_id} has no inbox row" for e in missing]
-        extra = len(held - {e.event_id for e in events})
-        if extra:
-            problems.append(f"{extra} inbox rows for events that were never sent")
+    problems += delivery_problems(events, inbox, refused)
     caused: dict[str | None, Counter[str]] = defaultdict(Counter)
     # Once per event_id: after a crash the relay may publish a row twice, which a consumer of
     # our topics recognises by its id.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -74,19 +74,14 @@ class Databases:
         finally:
             await engine.dispose()
 
-    async def prepare(self, workload: Workload) -> None:
-        """Create the template: every schema migrated, records and earlier bookings seeded."""
+    async def prepare(self, seed: Callable[[AsyncEngine], Awaitable[None]]) -> None:
+        """Create the template: every schema migrated, then seeded by `seed`."""
         await self.drop()
         await self._admin(f'CREATE DATABASE "{self.template}"')
         await asyncio.to_thread(migrate, self.url(self.template))
         engine = create_async_engine(self.url(self.template), poolclass=NullPool)
         try:
-            await seed_ours(engine, workload)
-            async with engine.begin() as conn:
-                await conn.execute(text(f'CREATE SCHEMA "{NAIVE}"'))
-                await conn.run_sync(NaiveBase.metadata.create_all)
-                for statement in _COPY_TO_NAIVE:
-                    await conn.execute(text(statement))
+            await seed(engine)
             # Planner statistics, as a database in service has them.
             async with engine.connect() as conn:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -148,6 +143,16 @@ def _assignment(record: RecordSpec, package_id: str) -> Any:
         },
     }
     return decode(topics.PACKAGE_ASSIGNED, orjson.dumps(doc))
+
+
+async def seed_bookings(engine: AsyncEngine, workload: Workload) -> None:
+    """Ours's records and earlier bookings, and the naive peer's copy of them."""
+    await seed_ours(engine, workload)
+    async with engine.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{NAIVE}"'))
+        await conn.run_sync(NaiveBase.metadata.create_all)
+        for statement in _COPY_TO_NAIVE:
+            await conn.execute(text(statement))
 
 
 async def seed_ours(engine: AsyncEngine, workload: Workload) -> None:
@@ -213,10 +218,10 @@ async def naive_balances(url: str) -> dict[BalanceKey, int]:
     return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
 
 
-async def inbox(url: str) -> list[str]:
-    """The event ids in the redemption service's inbox."""
+async def inbox(url: str, service: str = "redemption") -> list[str]:
+    """The event ids in a service's inbox."""
     rows = await _rows(
-        url, "SELECT CAST(event_id AS text) FROM redemption.inbox WHERE consumer = 'redemption'"
+        url, f"SELECT CAST(event_id AS text) FROM {service}.inbox WHERE consumer = '{service}'"
     )
     return [r[0] for r in rows]
 

@@ -7,7 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -19,6 +19,17 @@ from bench.workload import Event, stamped
 
 Options = Mapping[str, Any]
 _WAIT_S = 60.0
+
+
+class Sendable(Protocol):
+    """An inbound event as a workload holds it."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def key(self) -> bytes: ...
+    @property
+    def value(self) -> bytes: ...
 
 
 async def reset_topics(options: Options, wanted: Mapping[str, int]) -> None:
@@ -113,7 +124,7 @@ async def settled_at(options: Options, group: str, members: int) -> float:
         await admin.close()
 
 
-async def preload(options: Options, events: Sequence[Event]) -> None:
+async def preload(options: Options, events: Sequence[Sendable]) -> None:
     """Send the events in order, keyed by client, and wait until the broker has them all."""
     producer = AIOKafkaProducer(
         enable_idempotence=True,
@@ -193,6 +204,12 @@ def outcome(record: Any) -> Outcome:
         causation_id=doc.get("causation_id"),
         timestamp_ms=int(record.timestamp),
     )
+
+
+async def refused(options: Options, layout: Mapping[str, int]) -> list[str]:
+    """What reached these topics (`message.rejected`, dead letters), shortened for a report."""
+    async with TopicReader(options, layout) as reader:
+        return [f"{r.topic}: {(r.value or b'')[:300]!r}" for r in await reader.read_all()]
 
 
 async def wait_for_outcomes(

@@ -108,6 +108,44 @@ def cpu_between(before: Marks, after: Marks, group: str) -> float | None:
     return sum(t - start.get(pid, 0.0) for pid, t in after[group].items())
 
 
+def cpu_shares(
+    before: Marks, after: Marks, wall_s: float, groups: Iterable[str]
+) -> dict[str, float | None]:
+    """Each group's CPU seconds between two marks as a share of all cores x the wall time."""
+    cores = psutil.cpu_count() or 1
+    shares: dict[str, float | None] = {}
+    for group in groups:
+        spent = cpu_between(before, after, group)
+        shares[group] = None if spent is None else spent / (cores * wall_s)
+    return shares
+
+
+@dataclass(frozen=True)
+class Window:
+    """The throughput phase as the outcomes' timestamps tell it."""
+
+    throughput: float
+    seconds: float
+    from_settled: bool = False
+
+
+def window(stamps_ms: Iterable[int], per_outcome: float, settled_s: float | None = None) -> Window:
+    """Inputs per second from the first outcome (or the group settling, if later) to the last."""
+    # Each outcome in the window stands for `per_outcome` inputs; when the window starts at the
+    # first outcome, that is simply all the inputs.
+    stamps = sorted(stamps_ms)
+    if not stamps:
+        return Window(math.nan, math.nan)
+    start, settled = stamps[0], False
+    # Only a group of several members rebalances once outcomes flow (the last joiner takes
+    # partitions from the first); half a second keeps polling lag from trimming the window.
+    if settled_s is not None and stamps[0] + 500 < settled_s * 1000 < stamps[-1]:
+        start, settled = int(settled_s * 1000), True
+    counted = sum(1 for t in stamps if t >= start)
+    seconds = max((stamps[-1] - start) / 1000, 0.001)
+    return Window(counted * per_outcome / seconds, seconds, settled)
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile; infinite values (never arrived) sort last."""
     if not values:

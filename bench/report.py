@@ -40,8 +40,8 @@ class Contender:
 
 
 @dataclass(frozen=True)
-class Context:
-    """What the table is about: the command, the machine and the workload."""
+class Header:
+    """What a benchmark's results are about: the command, the machine and the workload."""
 
     command: str
     when: str
@@ -49,19 +49,40 @@ class Context:
     machine: str
     servers: str
     workload: str
+
+    def lines(self, title: str) -> list[str]:
+        """The results' first lines."""
+        return [
+            f"### {title} ({self.when})",
+            "",
+            "```",
+            self.command,
+            "```",
+            "",
+            f"Commit {self.commit}; {self.machine}; {self.servers}.",
+            f"Workload: {self.workload}.",
+        ]
+
+
+@dataclass(frozen=True)
+class Context:
+    """The header, and how the redemption benchmark ran."""
+
+    header: Header
     naive_events: int
     runs: int
     latency_seconds: float
 
 
-def _median(values: Sequence[float]) -> float:
+def median(values: Sequence[float]) -> float:
+    """The median of the values that are numbers; NaN when none is."""
     real = [v for v in values if not math.isnan(v)]
     return statistics.median(real) if real else math.nan
 
 
 def throughput(results: Sequence[Measured]) -> float:
     """Median events per second."""
-    return _median([r.throughput for r in results])
+    return median([r.throughput for r in results])
 
 
 def latency(results: Sequence[Measured], rate: int) -> tuple[float, float, float] | None:
@@ -71,9 +92,9 @@ def latency(results: Sequence[Measured], rate: int) -> tuple[float, float, float
     if not runs:
         return None
     return (
-        _median([percentile(v, 50) * 1000 for v in runs]),
-        _median([percentile(v, 95) * 1000 for v in runs]),
-        _median([percentile(v, 99) * 1000 for v in runs]),
+        median([percentile(v, 50) * 1000 for v in runs]),
+        median([percentile(v, 95) * 1000 for v in runs]),
+        median([percentile(v, 99) * 1000 for v in runs]),
     )
 
 
@@ -92,18 +113,20 @@ def _latency_cell(results: Sequence[Measured], rate: int) -> str:
     return " / ".join(_ms(v) for v in found)
 
 
-def _share(results: Sequence[Measured], name: str) -> str:
+def share(results: Sequence[Measured], name: str) -> str:
+    """The median CPU share of a watched group, as a percentage."""
     values = [r.cpu.get(name) for r in results]
     real = [v for v in values if v is not None]
-    return f"{_median(real):.0%}" if real else "n/a"
+    return f"{median(real):.0%}" if real else "n/a"
 
 
 def _rss(results: Sequence[Measured]) -> str:
     peaks = [max(r.peak_rss) / 2**20 for r in results if r.peak_rss]
-    return f"{_median(peaks):.0f}" if peaks else "n/a"
+    return f"{median(peaks):.0f}" if peaks else "n/a"
 
 
-def _checks(results: Sequence[Measured]) -> str:
+def checks(results: Sequence[Measured]) -> str:
+    """OK, or how many runs failed their check."""
     checked = [r.check for r in results if r.check is not None]
     bad = sum(1 for c in checked if not c.ok)
     return "OK" if checked and not bad else f"{bad} of {len(checked)} runs FAILED"
@@ -117,14 +140,7 @@ def render(context: Context, contenders: Sequence[Contender], results: Sequence[
     """The results as markdown: the table, the ratios, how it was measured, every run."""
     by = {c.key: [r for r in results if r.contender == c.key] for c in contenders}
     lines = [
-        f"### Redemption benchmark ({context.when})",
-        "",
-        "```",
-        context.command,
-        "```",
-        "",
-        f"Commit {context.commit}; {context.machine}; {context.servers}.",
-        f"Workload: {context.workload}.",
+        *context.header.lines("Redemption benchmark"),
         "",
         "| consumer | events | throughput (events/s) "
         + "".join(f"| latency at {rate:,}/s p50 / p95 / p99 (ms) " for rate in RATES)
@@ -140,8 +156,8 @@ def render(context: Context, contenders: Sequence[Contender], results: Sequence[
             f"| {c.label} | {rs[0].events:,} | {throughput(rs):,.0f} "
             + "".join(f"| {_latency_cell(rs, rate)} " for rate in RATES)
             + f"| {_rss(rs)} | "
-            + " / ".join(_share(rs, s) for s in SHARES)
-            + f" | {_checks(rs)} |"
+            + " / ".join(share(rs, s) for s in SHARES)
+            + f" | {checks(rs)} |"
         )
     lines += ["", *_ratios(by), "", *_notes(context), "", "Every run:", ""]
     for r in results:

@@ -151,7 +151,7 @@ def generate(params: Params) -> Workload:
     ]
     n_status = round(params.events * params.status_share)
     n_edits = round(params.events * params.edit_share)
-    stamp = _Stamp(rng)
+    stamp = Stamp(rng)
     earlier = [
         created(businesses[r.business_id], r, f"bk-e{n:06d}", rng, stamp.at(EARLIER_STARTS, n))
         for n in range(n_status + n_edits)
@@ -214,7 +214,7 @@ def _size_packages(
         )
 
 
-class _Stamp:
+class Stamp:
     """Occurred-at times a few milliseconds apart, as a burst has them."""
 
     def __init__(self, rng: random.Random) -> None:
@@ -333,19 +333,13 @@ def _event(
     expect: Expect,
 ) -> Event:
     eid = event_id(rng)
-    doc = {
-        "event_id": eid,
-        "event_type": topic,
-        "occurred_at": occurred_at,
-        "business_id": business_id,
-        "actor": actor,
-        "data": data,
-    }
     client_id = str(data["client_id"])
     return Event(
         topic=topic,
         key=client_id.encode(),
-        value=orjson.dumps(doc),
+        value=envelope(
+            topic, eid, business_id=business_id, actor=actor, data=data, occurred_at=occurred_at
+        ),
         event_id=eid,
         business_id=business_id,
         client_id=client_id,
@@ -353,6 +347,27 @@ def _event(
         service_id=str(data.get("service_id", "")),
         expect=expect,
     )
+
+
+def envelope(
+    topic: str,
+    event_id: str,
+    *,
+    business_id: str,
+    actor: dict[str, str],
+    data: dict[str, Any],
+    occurred_at: str,
+) -> bytes:
+    """The bytes of an inbound event as the platform sends it."""
+    doc = {
+        "event_id": event_id,
+        "event_type": topic,
+        "occurred_at": occurred_at,
+        "business_id": business_id,
+        "actor": actor,
+        "data": data,
+    }
+    return orjson.dumps(doc)
 
 
 def _with_service(event: Event, service_id: str) -> Event:
