@@ -26,6 +26,7 @@ class Outcome:
     event_id: str
     causation_id: str | None
     timestamp_ms: int = 0
+    record_id: str | None = None
 
 
 @dataclass

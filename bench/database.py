@@ -19,6 +19,8 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from bench.invoice_checker import StoredRecord
+from bench.kafka import Sendable
 from bench.naive_tables import SCHEMA as NAIVE
 from bench.naive_tables import Base as NaiveBase
 from bench.workload import BalanceKey, Business, RecordSpec, Workload
@@ -27,6 +29,7 @@ from contracts.codec import decode
 from contracts.inbound import PackageDefined
 from contracts.outbound import AssignmentOrigin
 from services.bootstrap import migrate
+from services.catalog.handlers import Catalog
 from services.kernel.unit_of_work import UnitOfWork
 from services.records import api as records
 from services.redemption import handlers
@@ -189,6 +192,16 @@ async def seed_ours(engine: AsyncEngine, workload: Workload) -> None:
                 )
 
 
+async def seed_catalog(engine: AsyncEngine, events: Sequence[Sendable]) -> None:
+    """Plans and packages through the catalog's own handler, as it handled them when sent."""
+    # The catalog offers other services only reads: its handler is how its state is written.
+    async with engine.begin() as conn:
+        uow = UnitOfWork(conn, "catalog")
+        await Catalog(plan_wait_s=0).handle_batch(uow, [decode(e.topic, e.value) for e in events])
+        if uow.outcomes or uow.outbox:
+            raise RuntimeError(f"seeding the catalog: {uow.outcomes}, {len(uow.outbox)} events")
+
+
 async def _rows(url: str, query: str) -> list[Any]:
     engine = create_async_engine(url, poolclass=NullPool)
     try:
@@ -230,3 +243,13 @@ async def inbox_count(url: str) -> int:
     """How many events the redemption service has recorded."""
     rows = await _rows(url, "SELECT count(*) FROM redemption.inbox")
     return int(rows[0][0])
+
+
+async def invoice_records(url: str) -> list[StoredRecord]:
+    """Every package record and the origin it names."""
+    rows = await _rows(
+        url,
+        "SELECT record_id, business_id, origin->>'type', origin->>'invoice_id',"
+        " origin->>'line_id' FROM records.package_record",
+    )
+    return [StoredRecord(*r) for r in rows]

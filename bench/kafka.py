@@ -198,11 +198,13 @@ class TopicReader:
 def outcome(record: Any) -> Outcome:
     """An outcome record as the checker reads it."""
     doc = orjson.loads(record.value or b"{}")
+    data = doc.get("data")
     return Outcome(
         topic=record.topic,
         event_id=str(doc.get("event_id")),
         causation_id=doc.get("causation_id"),
         timestamp_ms=int(record.timestamp),
+        record_id=data.get("package_record_id") if isinstance(data, dict) else None,
     )
 
 
