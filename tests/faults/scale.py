@@ -35,7 +35,7 @@ class Outcome:
             "result": self.result,
             "seconds": round(time.monotonic() - self.started, 1),
             "scale": "full" if FULL else "default",
-            "at": time.strftime("%Y-%m-%d %H:%M"),
+            "at": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         }
         with RESULTS.open("a") as out:
             out.write(json.dumps(line) + "\n")

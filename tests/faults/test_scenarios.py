@@ -27,7 +27,7 @@ from tests.support import events
 from tests.support.flow import Platform
 from tests.support.kafka import Reader, body, of_business, produce
 
-pytestmark = [pytest.mark.infra, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.infra, pytest.mark.timeout(size(900, 3600))]
 PLENTY = 100_000
 
 
@@ -273,6 +273,52 @@ async def _terminate_backends(platform: Platform, seconds: float) -> int:
             await conn.commit()
         await asyncio.sleep(0.05)
     return killed
+
+
+async def test_7_a_hot_record_is_redeemed_exactly_its_sessions(
+    platform: Platform, spawn: Spawn
+) -> None:
+    started = time.monotonic()
+    business, [client], _setup = await business_with_clients(platform, 1, 100)
+    w = bookings(business, [client], 1_000, seed=7)
+    spawn()
+    spawn()
+    # Keys spread the client's bookings over partitions, so both processes compete for it.
+    created = [b.created for b in w.bookings]
+    await produce(
+        platform.bootstrap,
+        [(e["event_type"], e, f"k{n % 12}".encode()) for n, e in enumerate(created)],
+    )
+    assert await ledger.wait_handled(platform.engine, ledger.produced_ids(w)) == len(created)
+    async with platform.engine.connect() as conn:
+        redeemed = await conn.scalar(
+            text("SELECT count(*) FROM redemption.redemption WHERE business_id = :b"),
+            {"b": business},
+        )
+        used = await conn.scalar(
+            text(
+                "SELECT sum(s.sessions_used) FROM records.record_service s"
+                " JOIN records.package_record p USING (record_id) WHERE p.business_id = :b"
+            ),
+            {"b": business},
+        )
+        rows = await conn.execute(
+            text(
+                "SELECT topic, count(*) AS n FROM redemption.outbox"
+                " WHERE causation_id = ANY(:ids) GROUP BY topic"
+            ),
+            {"ids": [uuid.UUID(e["event_id"]) for e in created]},
+        )
+        outcomes: dict[str, int] = {r.topic: r.n for r in rows}
+    assert (redeemed, used) == (100, 100)
+    assert outcomes["booking.package_applied"] == 100
+    assert outcomes["booking.package_not_applied"] == 900
+    Outcome(
+        "7 hot record",
+        "1 record of 100 sessions, 1000 bookings over 12 keys, 2 processes",
+        f"{redeemed} redemptions, {used} sessions used, 900 not applied",
+        started,
+    ).record()
 
 
 async def test_8_status_changes_before_their_bookings_end_as_in_order(

@@ -241,23 +241,3 @@ async def test_another_business_s_record_is_never_used(platform: Platform) -> No
         "record_not_found",
     )
     assert await _used(platform, owner) == {record: 0}
-
-
-async def test_a_hot_record_is_redeemed_exactly_its_sessions_by_two_processes(
-    real_infra: Infra, platform: Platform
-) -> None:
-    business, [record] = await _business_with_records(platform, {"sessions": 100})
-    second = ServiceProcess("redemption", real_infra.env(), real_infra.workdir).start()
-    try:
-        bookings = [events.booking(business, f"bk-{n}") for n in range(1000)]
-        async with Reader(platform.bootstrap, OUTCOMES) as reader:
-            await platform.send(
-                *bookings, wait=False, keys=[f"k{n % 12}".encode() for n in range(1000)]
-            )
-            found = await reader.until(of_business(business), 1000, timeout=120, settle=2)
-    finally:
-        second.stop()
-    topics = [r.topic for r in found]
-    assert topics.count("booking.package_applied") == 100
-    assert topics.count("booking.package_not_applied") == 900
-    assert await _used(platform, business) == {record: 100}
