@@ -8,7 +8,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import text
@@ -52,6 +52,15 @@ class Poison:
     code: str
     error: str
     attempts: int
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A decoded batch waiting for its transaction."""
+
+    started: float
+    good: list[Message] = field(default_factory=list)
+    poison: list[Poison] = field(default_factory=list)
 
 
 BatchHandler = Callable[[UnitOfWork, Sequence[Envelope[Any]]], Awaitable[None]]
@@ -111,16 +120,23 @@ class Kernel:
 
     async def handle(self, records: Sequence[RawRecord]) -> None:
         """Handle one fetched batch; returns once every record is applied, skipped or parked."""
-        started = time.perf_counter()
-        good: list[Message] = []
-        poison: list[Poison] = []
+        await self.finish(self.prepare(records))
+
+    def prepare(self, records: Sequence[RawRecord]) -> Prepared:
+        """Decode and validate a batch: CPU only, so it may overlap another batch's transaction."""
+        prepared = Prepared(time.perf_counter())
         for record in records:
             try:
-                good.append(Message(record, decode(record.topic, record.value)))
+                prepared.good.append(Message(record, decode(record.topic, record.value)))
             except MalformedMessage as exc:
-                poison.append(Poison(record, exc.code, exc.detail, attempts=1))
-        if good:
-            poison.extend(await self._apply_isolating_poison(good))
+                prepared.poison.append(Poison(record, exc.code, exc.detail, attempts=1))
+        return prepared
+
+    async def finish(self, prepared: Prepared) -> None:
+        """Apply a prepared batch in one transaction and park its poison."""
+        poison = prepared.poison
+        if prepared.good:
+            poison = poison + await self._apply_isolating_poison(prepared.good)
         if poison:
             for p in poison:
                 metrics.DEAD_LETTERS.labels(self.service, p.record.topic, p.code).inc()
@@ -133,7 +149,7 @@ class Kernel:
                     p.error,
                 )
             await self._dead_letters.park(poison)
-        metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+        metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - prepared.started)
 
     async def _apply_isolating_poison(self, batch: list[Message]) -> list[Poison]:
         """Apply the batch; if it fails for good, apply its messages one by one."""

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -17,6 +18,7 @@ from services.kernel.db import is_transient
 from services.kernel.tables import KernelTables
 
 log = logging.getLogger(__name__)
+_PARTITIONER = DefaultPartitioner()
 
 
 class Relay:
@@ -91,14 +93,36 @@ class Relay:
             rows = (await conn.execute(self._select, {"limit": self._batch})).all()
             if not rows:
                 return 0
-            futures = [
-                await self._producer.send(
-                    topic, value=bytes(payload), key=key.encode() if key is not None else None
-                )
-                for _id, topic, key, payload in rows
-            ]
+            futures = await self._send(rows)
             await asyncio.gather(*futures)
             self._after_publish()
             await conn.execute(self._mark, {"ids": [r[0] for r in rows]})
         metrics.PUBLISHED.labels(self.service).inc(len(rows))
         return len(rows)
+
+    async def _send(self, rows: Sequence[Any]) -> list[asyncio.Future[Any]]:
+        """Send rows in order, a batch per partition: far cheaper than a `send` per message.
+
+        Partitions are chosen as `send` would (murmur2 of the key), so a key keeps its
+        partition; within a partition, rows keep their outbox order.
+        """
+        producer = self._producer
+        futures: list[asyncio.Future[Any]] = []
+        batches: dict[tuple[str, int], Any] = {}
+        partitions: dict[str, list[int]] = {}
+        for _id, topic, key, payload in rows:
+            if topic not in partitions:
+                partitions[topic] = sorted(await producer.partitions_for(topic))
+            key_bytes = key.encode() if key is not None else None
+            tp = (topic, _PARTITIONER(key_bytes, partitions[topic], partitions[topic]))
+            batch = batches.get(tp)
+            if batch is None:
+                batch = batches[tp] = producer.create_batch()
+            if batch.append(key=key_bytes, value=bytes(payload), timestamp=None) is None:
+                futures.append(await producer.send_batch(batch, tp[0], partition=tp[1]))
+                batch = batches[tp] = producer.create_batch()
+                if batch.append(key=key_bytes, value=bytes(payload), timestamp=None) is None:
+                    raise ValueError(f"an outbox row of {len(payload)} bytes fits in no batch")
+        for (topic, partition), batch in batches.items():
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from contracts.topics import OUTBOUND
 from services.kernel.db import make_engine
 from services.kernel.dead_letters import KafkaDeadLetters
 from services.kernel.faults import crash_after_commit, crash_after_publish, failing_for
-from services.kernel.kernel import BatchHandler, Kernel, RawRecord
+from services.kernel.kernel import BatchHandler, Kernel, Prepared, RawRecord
 from services.kernel.relay import Relay
 from services.kernel.settings import Settings
 from services.kernel.tables import KernelTables
@@ -70,6 +71,7 @@ class Service:
         self.app = FastStream(
             self.broker,
             on_startup=[self.start],
+            on_shutdown=[self.drain],
             after_shutdown=[self.stop],
             specification=AsyncAPI(
                 title=f"Packages {name}",
@@ -85,6 +87,8 @@ class Service:
         self.kernel: Kernel | None = None
         self.relay: Relay | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._in_flight: tuple[asyncio.Task[None], Sequence[RawRecord], Any] | None = None
+        self._draining = False
 
     def subscriber(self, *topics: str) -> Callable[[Handler], Any]:
         """A batch subscriber of this service's group that commits only after the transaction."""
@@ -102,17 +106,53 @@ class Service:
         return subscriber
 
     async def handle(self, message: KafkaMessage) -> None:
-        """Hand a fetched batch to the kernel, then commit its offsets."""
+        """Decode a fetched batch while the one before commits, then start its transaction.
+
+        One transaction at a time, in fetch order; each batch's offsets are committed after its
+        own transaction, never before. Only the decoding of the next batch overlaps.
+        """
         if self.kernel is None:
             raise RuntimeError("the service has not started")
         records: Sequence[RawRecord] = message.raw_message
         if not records:
             return
-        await self.kernel.handle(records)
+        prepared = self.kernel.prepare(records)
+        if not await self._previous_finished(records):
+            return
+        finishing = self._finish(message.consumer, records, prepared)
+        if self._draining:
+            await finishing
+        else:
+            self._in_flight = (asyncio.create_task(finishing), records, message.consumer)
+
+    async def _finish(
+        self, consumer: Any, records: Sequence[RawRecord], prepared: Prepared
+    ) -> None:
+        assert self.kernel is not None
+        await self.kernel.finish(prepared)
         crash_after_commit(
             records, self.settings.fault_crash_marker, self.settings.fault_crash_once_file
         )
-        await commit(message.consumer, records)
+        await commit(consumer, records)
+
+    async def _previous_finished(self, fetched: Sequence[RawRecord] = ()) -> bool:
+        """Wait for the batch in flight; if it failed, fetch it (and `fetched`) again."""
+        if self._in_flight is None:
+            return True
+        task, records, consumer = self._in_flight
+        self._in_flight = None
+        try:
+            await task
+        except Exception:
+            log.exception("a batch failed outside the kernel's retries; fetching it again")
+            rewind(consumer, [*records, *fetched])
+            return False
+        return True
+
+    async def drain(self) -> None:
+        """Finish the batch in flight before the consumer closes (FastStream's on_shutdown)."""
+        self._draining = True
+        await self._previous_finished()
 
     async def start(self) -> None:
         """Open the engine and producer and start the relay and timers."""
@@ -121,6 +161,10 @@ class Service:
             level=s.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
         self.engine = make_engine(s)
+        # What start-up made lives as long as the process: keep it out of every collection, and
+        # let the young generation hold a batch's worth of objects before it is collected.
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         self._producer = AIOKafkaProducer(
             **s.kafka_options(),
             enable_idempotence=True,
@@ -156,6 +200,8 @@ class Service:
 
     async def stop(self) -> None:
         """Stop timers and relay, publish what is left, close the producer and engine."""
+        with contextlib.suppress(Exception):
+            await self.drain()
         relay_task, timers = (self._tasks[0], self._tasks[1:]) if self._tasks else (None, [])
         for task in timers:
             task.cancel()
@@ -184,3 +230,16 @@ async def commit(consumer: Any, records: Sequence[RawRecord]) -> None:
         await consumer.commit(offsets)
     except (CommitFailedError, IllegalStateError, KafkaError) as exc:
         log.warning("offset commit refused (%r); redelivery will be recognised as duplicate", exc)
+
+
+def rewind(consumer: Any, records: Sequence[RawRecord]) -> None:
+    """Seek each partition back to the first of these records, so they are fetched again."""
+    first: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        first[tp] = min(first.get(tp, r.offset), r.offset)
+    for tp, offset in first.items():
+        try:
+            consumer.seek(tp, offset)
+        except (IllegalStateError, KafkaError, AssertionError) as exc:
+            log.warning("cannot rewind %s (%r): it was reassigned", tp, exc)

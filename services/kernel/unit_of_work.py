@@ -60,6 +60,27 @@ class UnitOfWork:
         actor: Actor | None = None,
     ) -> None:
         """Queue an outbound event: it leaves only if this transaction commits."""
+        # The data goes through pydantic's own JSON serialiser: one pass, no dict in between.
+        self.publish_json(
+            topic,
+            key,
+            data.__pydantic_serializer__.to_json(data),
+            business_id=business_id,
+            cause=cause,
+            actor=actor,
+        )
+
+    def publish_json(
+        self,
+        topic: str,
+        key: str | None,
+        data: bytes,
+        *,
+        business_id: str,
+        cause: Envelope[Any] | None = None,
+        actor: Actor | None = None,
+    ) -> None:
+        """`publish` for data already serialised from trusted state (a contract model's JSON)."""
         event_id = uuid.uuid4()
         head = orjson.dumps(
             {
@@ -71,8 +92,7 @@ class UnitOfWork:
                 "causation_id": str(cause.event_id) if cause else None,
             }
         )
-        # The data goes through pydantic's own JSON serialiser and is spliced in: one pass.
-        payload = head[:-1] + b',"data":' + data.__pydantic_serializer__.to_json(data) + b"}"
+        payload = head[:-1] + b',"data":' + data + b"}"
         self.outbox.append(
             OutboxRow(event_id, topic, key, payload, cause.event_id if cause else None)
         )

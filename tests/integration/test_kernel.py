@@ -206,16 +206,34 @@ async def test_no_outbound_event_exists_for_a_change_that_rolled_back(db: AsyncE
     assert await _outbox(db, event_id) == []
 
 
+class Batch:
+    """What aiokafka's BatchBuilder is to the relay."""
+
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    def append(self, *, key: bytes | None, value: bytes, timestamp: None) -> object:
+        self.values.append(value)
+        return object()
+
+
 class Producer:
-    """Records what it is asked to send, as futures that resolve at once."""
+    """Records the batches it is asked to send, as futures that resolve at once.
+
+    One partition per topic, so that the relay's order is the order of the outbox.
+    """
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
 
-    async def send(
-        self, topic: str, value: bytes, key: bytes | None = None
-    ) -> asyncio.Future[None]:
-        self.sent.append((topic, value))
+    async def partitions_for(self, _topic: str) -> set[int]:
+        return {0}
+
+    def create_batch(self) -> Batch:
+        return Batch()
+
+    async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future[None]:
+        self.sent += [(topic, value) for value in batch.values]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done

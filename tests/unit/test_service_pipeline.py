@@ -1,0 +1,133 @@
+"""A service decodes the next batch while the one before commits, and never reorders them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from services.kernel.db import metadata
+from services.kernel.kernel import Prepared
+from services.kernel.service import Service
+from services.kernel.settings import Settings
+from services.kernel.tables import kernel_tables
+
+
+@dataclass(frozen=True)
+class Record:
+    """A fetched Kafka record."""
+
+    partition: int
+    offset: int
+    topic: str = "booking.created"
+    key: bytes | None = None
+    value: bytes | None = b"{}"
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass
+class Journal:
+    """What happened, in order, across the fake kernel and consumer."""
+
+    steps: list[str] = field(default_factory=list)
+    fail_once: set[int] = field(default_factory=set)
+    sought: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+class Kernel:
+    """Records what the service asks of it; a batch's first offset names it."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def prepare(self, records: Sequence[Record]) -> Prepared:
+        self.journal.steps.append(f"decode {records[0].offset}")
+        prepared = Prepared(0.0)
+        prepared.good = list(records)  # type: ignore[arg-type]
+        return prepared
+
+    async def finish(self, prepared: Prepared) -> None:
+        first = prepared.good[0].offset  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)  # the transaction
+        if first in self.journal.fail_once:
+            self.journal.fail_once.discard(first)
+            raise RuntimeError("the DLQ could not be reached")
+        self.journal.steps.append(f"apply {first}")
+
+
+class Consumer:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.journal.steps.append(f"commit {sorted(offsets.values())}")
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.journal.sought[tp] = offset
+
+
+@dataclass
+class Message:
+    raw_message: list[Record]
+    consumer: Consumer
+
+
+def _service(journal: Journal) -> Service:
+    service = Service(
+        "redemption", kernel_tables(metadata("redemption")), _never, settings=Settings()
+    )
+    service.kernel = Kernel(journal)  # type: ignore[assignment]
+    return service
+
+
+async def _never(*_: Any) -> None:
+    raise AssertionError("the fake kernel does not call the handler")
+
+
+async def test_the_next_batch_is_decoded_while_the_one_before_commits_in_order() -> None:
+    journal = Journal()
+    service = _service(journal)
+    consumer = Consumer(journal)
+
+    await service.handle(Message([Record(0, 10), Record(1, 20)], consumer))  # type: ignore[arg-type]
+    await service.handle(Message([Record(0, 12)], consumer))  # type: ignore[arg-type]
+    await service.drain()
+
+    assert journal.steps == [
+        "decode 10",
+        "decode 12",  # before batch 10 was applied: decoding overlapped its transaction
+        "apply 10",
+        "commit [11, 21]",
+        "apply 12",
+        "commit [13]",
+    ]
+
+
+async def test_a_batch_that_fails_is_fetched_again_with_the_one_after_it() -> None:
+    journal = Journal(fail_once={10})
+    service = _service(journal)
+    consumer = Consumer(journal)
+
+    await service.handle(Message([Record(0, 10), Record(1, 20)], consumer))  # type: ignore[arg-type]
+    await service.handle(Message([Record(0, 12), Record(2, 5)], consumer))  # type: ignore[arg-type]
+
+    # Neither was committed; every partition they touched goes back to its first record.
+    assert journal.sought == {
+        TopicPartition("booking.created", 0): 10,
+        TopicPartition("booking.created", 1): 20,
+        TopicPartition("booking.created", 2): 5,
+    }
+    assert not any(step.startswith(("apply", "commit")) for step in journal.steps)
+
+    await service.handle(Message([Record(0, 10), Record(1, 20)], consumer))  # type: ignore[arg-type]
+    await service.handle(Message([Record(0, 12), Record(2, 5)], consumer))  # type: ignore[arg-type]
+    await service.drain()
+    assert [s for s in journal.steps if not s.startswith("decode")] == [
+        "apply 10",
+        "commit [11, 21]",
+        "apply 12",
+        "commit [6, 13]",
+    ]
