@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -30,6 +31,19 @@ from services.records.sessions import (
 from services.records.tables import package_record, record_service
 
 
+@dataclass(frozen=True, slots=True)
+class Sale:
+    """Records to create: `quantity` copies of a package's terms for a client (rule 5)."""
+
+    business_id: str
+    client_id: str
+    package: PackageDefined
+    origin: InvoiceOrigin | AssignmentOrigin
+    quantity: int
+    paid: bool
+    cause: Envelope[Any]
+
+
 async def create_records(
     uow: UnitOfWork,
     business_id: str,
@@ -42,51 +56,46 @@ async def create_records(
     cause: Envelope[Any],
 ) -> list[str]:
     """Rule 5: `quantity` records copying the package's terms; a repeat creates none."""
+    sale = Sale(business_id, client_id, package, origin, quantity, paid, cause)
+    return await create_many(uow, [sale])
+
+
+async def create_many(uow: UnitOfWork, sales: Sequence[Sale]) -> list[str]:
+    """Rule 5 for many sales in a few statements; returns the records created, in sale order."""
     today = uow.now.date()
-    if isinstance(origin, InvoiceOrigin):
-        keys: list[dict[str, Any]] = [
-            {
-                "record_id": domain.record_id(
-                    business_id, "invoice", origin.invoice_id, origin.line_id, n
-                ),
-                "invoice_id": origin.invoice_id,
-                "line_id": origin.line_id,
-                "unit": n,
-            }
-            for n in range(quantity)
-        ]
-    else:
-        keys = [
-            {
-                "record_id": domain.record_id(business_id, "assignment", origin.assignment_id),
-                "assignment_id": origin.assignment_id,
-            }
-        ]
-    rows = [
-        {
-            "business_id": business_id,
-            "client_id": client_id,
-            "package_id": package.package_id,
-            "origin": origin.model_dump(mode="json"),
-            "paid": paid,
-            "status": "active",
-            "expires_on": domain.expires_on(package, today),
-            "discount": package.discount.model_dump(mode="json"),
-            "created_on": today,
-            **k,
-        }
-        for k in keys
-    ]
-    created = list(
-        (
-            await uow.conn.execute(
-                insert(package_record)
-                .values(rows)
-                .on_conflict_do_nothing()
-                .returning(package_record.c.record_id)
+    of_record: dict[str, Sale] = {}
+    rows: list[dict[str, Any]] = []
+    for sale in sales:
+        origin = sale.origin.model_dump(mode="json")
+        for key in _record_keys(sale):
+            of_record[key["record_id"]] = sale
+            rows.append(
+                {
+                    "invoice_id": None,
+                    "line_id": None,
+                    "unit": None,
+                    "assignment_id": None,
+                    **key,
+                    "business_id": sale.business_id,
+                    "client_id": sale.client_id,
+                    "package_id": sale.package.package_id,
+                    "origin": origin,
+                    "paid": sale.paid,
+                    "status": "active",
+                    "expires_on": domain.expires_on(sale.package, today),
+                    "discount": sale.package.discount.model_dump(mode="json"),
+                    "created_on": today,
+                }
             )
-        ).scalars()
+    if not rows:
+        return []
+    # Parameters as a list, not `.values(rows)`: one cached statement whatever the count.
+    inserted = await uow.conn.execute(
+        insert(package_record).on_conflict_do_nothing().returning(package_record.c.record_id),
+        rows,
     )
+    fresh = set(inserted.scalars())
+    created = [r["record_id"] for r in rows if r["record_id"] in fresh]
     if not created:
         return []
     await uow.conn.execute(
@@ -94,7 +103,7 @@ async def create_records(
         [
             {"record_id": rid, "service_id": s.service_id, "sessions_total": s.sessions}
             for rid in created
-            for s in package.services
+            for s in of_record[rid].package.services
         ],
     )
     await repository.note(
@@ -103,14 +112,50 @@ async def create_records(
             {
                 "record_id": rid,
                 "kind": "created",
-                "actor": repository.actor_json(cause.actor),
-                "detail": {"origin": origin.model_dump(mode="json"), "paid": paid},
+                "actor": repository.actor_json(of_record[rid].cause.actor),
+                "detail": {
+                    "origin": of_record[rid].origin.model_dump(mode="json"),
+                    "paid": of_record[rid].paid,
+                },
             }
             for rid in created
         ],
     )
-    await repository.publish_states(uow, topics.RECORD_CREATED, business_id, created, cause)
+    states = {row.record_id: row for row in await repository.state_rows(uow.conn, created)}
+    for rid in created:
+        row, sale = states[rid], of_record[rid]
+        state = repository.state_json(row, row.status, repository.balances_of(row))
+        uow.publish_json(
+            topics.RECORD_CREATED,
+            row.client_id,
+            state,
+            business_id=sale.business_id,
+            cause=sale.cause,
+        )
     return created
+
+
+def _record_keys(sale: Sale) -> list[dict[str, Any]]:
+    """The identity of each record a sale makes: a repeat of the sale makes the same ids."""
+    origin = sale.origin
+    if isinstance(origin, InvoiceOrigin):
+        return [
+            {
+                "record_id": domain.record_id(
+                    sale.business_id, "invoice", origin.invoice_id, origin.line_id, n
+                ),
+                "invoice_id": origin.invoice_id,
+                "line_id": origin.line_id,
+                "unit": n,
+            }
+            for n in range(sale.quantity)
+        ]
+    return [
+        {
+            "record_id": domain.record_id(sale.business_id, "assignment", origin.assignment_id),
+            "assignment_id": origin.assignment_id,
+        }
+    ]
 
 
 def _of_invoice(invoice_id: str) -> Any:
@@ -289,11 +334,13 @@ __all__ = [
     "RecordView",
     "RecordWithHistory",
     "Redeemable",
+    "Sale",
     "SessionKind",
     "SessionMove",
     "apply_new_terms",
     "attach_to_invoice",
     "client_records",
+    "create_many",
     "create_records",
     "lock_records",
     "move_sessions",

@@ -14,13 +14,12 @@ from typing import Any, Literal
 import orjson
 from pydantic import TypeAdapter
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import topics
 from contracts.base import Envelope
 from contracts.inbound import Discount
-from contracts.outbound import RecordState
+from contracts.outbound import RecordStatus
 from services.kernel.unit_of_work import UnitOfWork
 from services.records import repository
 from services.records.domain import Balance, Record, status_for
@@ -34,7 +33,9 @@ _SERVICES = record_service.fullname
 
 # Rows are locked in record id order, so two batches over the same records cannot deadlock.
 _LOCK_RECORDS = text(
-    f"SELECT p.* FROM {_RECORDS} p WHERE p.record_id IN ("
+    "SELECT p.record_id, p.business_id, p.client_id, p.package_id, p.status, p.paid,"
+    " p.expires_on, p.created_on, p.seq, CAST(p.discount AS text) AS discount"
+    f" FROM {_RECORDS} p WHERE p.record_id IN ("
     f" SELECT q.record_id FROM {_RECORDS} q"
     "  JOIN unnest(CAST(:client_businesses AS text[]), CAST(:client_ids AS text[]))"
     "   AS c(business_id, client_id) ON q.business_id = c.business_id AND q.client_id = c.client_id"
@@ -44,7 +45,7 @@ _LOCK_RECORDS = text(
     "   AS n(business_id, record_id)"
     "   ON q.business_id = n.business_id AND q.record_id = n.record_id)"
     " ORDER BY p.record_id FOR UPDATE OF p"
-).columns(discount=JSONB)
+)
 
 _BALANCES = text(
     f"SELECT record_id, service_id, sessions_total, sessions_used FROM {_SERVICES}"
@@ -138,11 +139,11 @@ def _redeemable(row: Any, balances: list[Balance]) -> Redeemable:
         created_on=row.created_on,
         balances=tuple(balances),
     )
-    return Redeemable(record, _discount(orjson.dumps(row.discount)), row.seq)
+    return Redeemable(record, _discount(row.discount), row.seq)
 
 
 @functools.lru_cache(maxsize=4096)
-def _discount(document: bytes) -> Discount:
+def _discount(document: str) -> Discount:
     """Discounts repeat across a business's records: each distinct one is validated once."""
     return _DISCOUNT.validate_json(document)
 
@@ -173,13 +174,10 @@ async def move_sessions(uow: UnitOfWork, moves: Sequence[SessionMove]) -> list[s
     states = await _settle(uow.conn, record_ids)
     last = {m.record_id: m for m in moves}
     for rid in record_ids:
-        state, move = states[rid], last[rid]
-        uow.publish(
-            topics.RECORD_UPDATED,
-            state.client_id,
-            state,
-            business_id=move.business_id,
-            cause=move.cause,
+        client_id, state = states[rid]
+        move = last[rid]
+        uow.publish_json(
+            topics.RECORD_UPDATED, client_id, state, business_id=move.business_id, cause=move.cause
         )
     return record_ids
 
@@ -207,20 +205,18 @@ def _json(value: object) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-async def _settle(conn: AsyncConnection, record_ids: list[str]) -> dict[str, RecordState]:
-    """Active or exhausted from the new balances; returns the records' states after it."""
+async def _settle(conn: AsyncConnection, record_ids: list[str]) -> dict[str, tuple[str, bytes]]:
+    """Active or exhausted from the new balances; returns each record's client and state JSON."""
     if not record_ids:
         return {}
-    states = await repository.states(conn, record_ids)
-    settled: dict[str, RecordState] = {}
-    for rid, state in states.items():
-        now = [Balance(x.service_id, x.sessions_total, x.sessions_used) for x in state.services]
-        settled[rid] = state.model_copy(update={"status": status_for(state.status, now)})
-    await conn.execute(
-        _SET_STATUS,
-        {
-            "ids": list(settled),
-            "statuses": [s.status for s in settled.values()],
-        },
-    )
+    settled: dict[str, tuple[str, bytes]] = {}
+    moved: dict[str, RecordStatus] = {}
+    for row in await repository.state_rows(conn, record_ids):
+        balances = repository.balances_of(row)
+        status = status_for(row.status, balances)
+        if status != row.status:
+            moved[row.record_id] = status
+        settled[row.record_id] = (row.client_id, repository.state_json(row, status, balances))
+    if moved:
+        await conn.execute(_SET_STATUS, {"ids": list(moved), "statuses": list(moved.values())})
     return settled

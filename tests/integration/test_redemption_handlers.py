@@ -10,7 +10,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import topics
+from contracts.outbound import RecordState
 from services.records import api as records
+from services.records import repository
 from services.redemption import api as redemption_api
 from services.redemption.tables import redemption, restoration
 from tests.support.redemption import (
@@ -545,3 +547,19 @@ async def test_the_read_api_shows_the_booking_package_and_the_record_history(sho
         ("redeemed", "bk-2"),
         ("restored", "bk-2"),
     ]
+
+
+async def test_a_published_record_state_is_the_contract_model_of_the_stored_record(
+    shop: Shop,
+) -> None:
+    """`record.updated` is serialised straight from the rows: it must be what the model says."""
+    record = await shop.sell(ANA, package({MASSAGE: 2, FACIAL: None}, until=date(2027, 3, 31)))
+
+    out = await shop.handle(shop.created("bk-1", ANA, MASSAGE), shop.created("bk-2", ANA, MASSAGE))
+
+    [published] = [p.data for p in out if p.topic == UPDATED]
+    async with shop.engine.connect() as conn:
+        stored = (await repository.states(conn, [record]))[record]
+    assert RecordState.model_validate(published) == stored
+    assert published == stored.model_dump(mode="json")
+    assert published["status"] == "active"  # the unlimited facial keeps it alive
