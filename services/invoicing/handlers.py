@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,35 +31,93 @@ class Invoicing:
         self.pending_wait = timedelta(seconds=pending_wait_s)
 
     async def handle_batch(self, uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
-        """Invoice events one after another."""
+        """Invoice events in order; runs of new invoices are published together, set-based."""
+        run: list[Envelope[InvoicePublished]] = []
+        invoices: set[tuple[str, str]] = set()
         for event in events:
-            if event.event_type == topics.INVOICE_PUBLISHED:
-                await self.publish_invoice(uow, event)
+            key = (event.business_id, event.data.invoice_id)
+            published = event.event_type == topics.INVOICE_PUBLISHED
+            if published and run and key not in invoices and not _attaches(event, run[-1]):
+                run.append(event)
+                invoices.add(key)
+                continue
+            if run:
+                await self.publish_invoices(uow, run)
+            run, invoices = [], set()
+            if published:
+                run, invoices = [event], {key}
             elif event.event_type == topics.INVOICE_PAID:
                 await pay_invoice(uow, event)
             else:
                 await void_invoice(uow, event)
+        if run:
+            await self.publish_invoices(uow, run)
 
-    async def publish_invoice(self, uow: UnitOfWork, event: Envelope[InvoicePublished]) -> None:
-        """Rule 5: package lines create records, record lines attach unpaid records."""
-        data = event.data
-        sold = [line.quantity for line in data.lines if isinstance(line, PackageLine)]
-        if (too_many := domain.invoice_refusal(sold)) is not None:
-            uow.reject(event, "too_many_records", too_many)
+    async def publish_invoices(
+        self, uow: UnitOfWork, events: Sequence[Envelope[InvoicePublished]]
+    ) -> None:
+        """Rule 5: package lines create records, record lines attach unpaid records.
+
+        The invoices are distinct, so their records are created together at the end.
+        """
+        accepted = []
+        for event in events:
+            sold = [line.quantity for line in event.data.lines if isinstance(line, PackageLine)]
+            if (too_many := domain.invoice_refusal(sold)) is not None:
+                uow.reject(event, "too_many_records", too_many)
+            else:
+                accepted.append(event)
+        if not accepted:
             return
-        state = await _upsert_invoice(uow, event, published=True, paid=data.paid)
-        refusals: list[str] = []
-        for line in data.lines:
+        states = await _upsert_invoices(uow, accepted, published=True)
+        packages = await catalog.find_packages(
+            uow.conn,
+            (
+                (e.business_id, line.package_id)
+                for e in accepted
+                for line in e.data.lines
+                if isinstance(line, PackageLine)
+            ),
+        )
+        sales: list[records.Sale] = []
+        refusals = {
+            event.event_id: await self._lines(
+                uow, event, states[event.business_id, event.data.invoice_id].paid, packages, sales
+            )
+            for event in accepted
+        }
+        await records.create_many(uow, sales)
+        for event in accepted:
+            if states[event.business_id, event.data.invoice_id].voided:
+                await records.void_invoice(
+                    uow, event.business_id, event.data.invoice_id, cause=event
+                )
+            if found := refusals[event.event_id]:
+                reasons = sorted({r.split(":")[0] for r in found})
+                reason = reasons[0] if len(reasons) == 1 else "lines_refused"
+                uow.reject(event, reason, "; ".join(found))
+
+    async def _lines(
+        self,
+        uow: UnitOfWork,
+        event: Envelope[InvoicePublished],
+        paid: bool,
+        packages: Mapping[tuple[str, str], catalog.Package],
+        sales: list[records.Sale],
+    ) -> list[str]:
+        """Each line in order: a sale queued, records attached, or a refusal (returned)."""
+        refusals = []
+        for line in event.data.lines:
             if isinstance(line, PackageLine):
-                refusal = await self._sell(uow, event, line, paid=state.paid)
+                refusal = await self._sell(uow, event, line, paid, packages=packages, sales=sales)
             elif isinstance(line, RecordLine):
                 reason = await records.attach_to_invoice(
                     uow,
                     event.business_id,
-                    data.client_id,
+                    event.data.client_id,
                     line.package_record_id,
-                    data.invoice_id,
-                    paid=state.paid,
+                    event.data.invoice_id,
+                    paid=paid,
                     cause=event,
                 )
                 refusal = f"{reason}: line {line.line_id}" if reason else None
@@ -66,20 +125,22 @@ class Invoicing:
                 continue  # services, products and the like are not ours
             if refusal:
                 refusals.append(refusal)
-        if state.voided:
-            await records.void_invoice(uow, event.business_id, data.invoice_id, cause=event)
-        if refusals:
-            reasons = sorted({r.split(":")[0] for r in refusals})
-            uow.reject(
-                event, reasons[0] if len(reasons) == 1 else "lines_refused", "; ".join(refusals)
-            )
+        return refusals
 
     async def _sell(
-        self, uow: UnitOfWork, event: Envelope[InvoicePublished], line: PackageLine, *, paid: bool
+        self,
+        uow: UnitOfWork,
+        event: Envelope[InvoicePublished],
+        line: PackageLine,
+        paid: bool,
+        *,
+        packages: Mapping[tuple[str, str], catalog.Package],
+        sales: list[records.Sale],
     ) -> str | None:
+        """Queue the line's records as a sale, make it wait for its package, or refuse it."""
         if (bad := domain.quantity_refusal(line.quantity)) is not None:
             return f"invalid_quantity: line {line.line_id}: {bad}"
-        package = await catalog.find_package(uow.conn, event.business_id, line.package_id)
+        package = packages.get((event.business_id, line.package_id))
         if package is None:
             await _wait_for_package(uow, event, line, uow.now + self.pending_wait)
             uow.defer(
@@ -88,63 +149,79 @@ class Invoicing:
             return None
         if not package.active:
             return f"package_disabled: line {line.line_id}: package {line.package_id} is disabled"
-        await records.create_records(
-            uow,
-            event.business_id,
-            event.data.client_id,
-            package.terms,
-            InvoiceOrigin(invoice_id=event.data.invoice_id, line_id=line.line_id),
-            quantity=line.quantity,
-            paid=paid,
-            cause=event,
+        sales.append(
+            records.Sale(
+                event.business_id,
+                event.data.client_id,
+                package.terms,
+                InvoiceOrigin(invoice_id=event.data.invoice_id, line_id=line.line_id),
+                line.quantity,
+                paid,
+                event,
+            )
         )
         return None
 
 
+def _attaches(*events: Envelope[InvoicePublished]) -> bool:
+    """Record lines attach records that may have been sold earlier in the same run, and a
+    run's records are written only at its end: such an invoice is a run of its own."""
+    return any(isinstance(line, RecordLine) for e in events for line in e.data.lines)
+
+
+@dataclass(frozen=True, slots=True)
 class _InvoiceState:
-    def __init__(self, paid: bool, voided: bool) -> None:
-        self.paid = paid
-        self.voided = voided
+    paid: bool
+    voided: bool
 
 
-async def _upsert_invoice(
+_UPSERT = insert(invoice)
+_UPSERT_INVOICE = _UPSERT.on_conflict_do_update(
+    index_elements=[invoice.c.business_id, invoice.c.invoice_id],
+    set_={
+        "published": invoice.c.published | _UPSERT.excluded.published,
+        "paid": invoice.c.paid | _UPSERT.excluded.paid,
+        "voided": invoice.c.voided | _UPSERT.excluded.voided,
+    },
+).returning(invoice.c.business_id, invoice.c.invoice_id, invoice.c.paid, invoice.c.voided)
+
+
+async def _upsert_invoices(
     uow: UnitOfWork,
-    event: Envelope[Any],
+    events: Sequence[Envelope[Any]],
     *,
     published: bool = False,
     paid: bool = False,
     voided: bool = False,
-) -> _InvoiceState:
-    """Keep what is known of an invoice; a payment or void may arrive before the invoice."""
-    stmt = insert(invoice).values(
-        business_id=event.business_id,
-        invoice_id=event.data.invoice_id,
-        client_id=event.data.client_id,
-        published=published,
-        paid=paid,
-        voided=voided,
-    )
-    upsert = stmt.on_conflict_do_update(
-        index_elements=[invoice.c.business_id, invoice.c.invoice_id],
-        set_={
-            "published": invoice.c.published | stmt.excluded.published,
-            "paid": invoice.c.paid | stmt.excluded.paid,
-            "voided": invoice.c.voided | stmt.excluded.voided,
-        },
-    ).returning(invoice.c.paid, invoice.c.voided, invoice.c.client_id)
-    row = (await uow.conn.execute(upsert)).one()
-    return _InvoiceState(row.paid, row.voided)
+) -> dict[tuple[str, str], _InvoiceState]:
+    """Keep what is known of invoices; a payment or void may arrive before the invoice.
+
+    A published invoice may say it is paid already (`data.paid`).
+    """
+    rows = [
+        {
+            "business_id": e.business_id,
+            "invoice_id": e.data.invoice_id,
+            "client_id": e.data.client_id,
+            "published": published,
+            "paid": paid or bool(getattr(e.data, "paid", False)),
+            "voided": voided,
+        }
+        for e in events
+    ]
+    result = await uow.conn.execute(_UPSERT_INVOICE, rows)
+    return {(r.business_id, r.invoice_id): _InvoiceState(r.paid, r.voided) for r in result}
 
 
 async def pay_invoice(uow: UnitOfWork, event: Envelope[InvoiceChanged]) -> None:
     """Rule 6: the invoice's records become paid."""
-    await _upsert_invoice(uow, event, paid=True)
+    await _upsert_invoices(uow, [event], paid=True)
     await records.pay_invoice(uow, event.business_id, event.data.invoice_id, cause=event)
 
 
 async def void_invoice(uow: UnitOfWork, event: Envelope[InvoiceChanged]) -> None:
     """Rule 6: the invoice's records are cancelled; its waiting lines are dropped."""
-    await _upsert_invoice(uow, event, voided=True)
+    await _upsert_invoices(uow, [event], voided=True)
     await uow.conn.execute(
         update(pending_line)
         .where(
