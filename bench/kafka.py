@@ -83,10 +83,23 @@ def _has_leaders(topic: dict[str, Any]) -> bool:
     )
 
 
+async def _listed_groups(admin: AIOKafkaAdminClient) -> list[Any]:
+    """Every consumer group, once the coordinator has loaded them."""
+    # A broker started again on its data loads the groups it had for a moment after it answers.
+    deadline = time.monotonic() + _WAIT_S
+    while True:
+        try:
+            return list(await admin.list_consumer_groups())
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def _members(admin: AIOKafkaAdminClient, group: str) -> tuple[str, int]:
     """The group's state and member count; ("Dead", 0) when it does not exist yet."""
     # A fresh cluster has no coordinator until some group commits: list before describing.
-    listed = await admin.list_consumer_groups()
+    listed = await _listed_groups(admin)
     if group not in {entry[0] for entry in listed}:
         return "Dead", 0
     described = await admin.describe_consumer_groups([group])
