@@ -69,7 +69,9 @@ class Relay:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
             self._wake.clear()
             try:
-                while await self.drain_once():
+                # A short round emptied the outbox: what commits later wakes the relay again,
+                # so there is no need for a round that only finds nothing.
+                while await self.drain_once() >= self._batch:
                     pass
             except asyncio.CancelledError:
                 raise
