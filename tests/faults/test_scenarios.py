@@ -143,8 +143,8 @@ async def test_3_a_consumer_killed_every_two_seconds_ends_as_an_in_order_replay(
     assert used == in_order
     Outcome(
         "3 kill loop",
-        f"{len(ledger.produced_ids(w))} mixed events, SIGKILL every 2 s",
-        f"{kills} kills; end state = in-order replay",
+        f"{len(ledger.produced_ids(w))} mixed events; SIGKILL after each 2 s of consuming",
+        f"{kills} kill-restarts until all applied; end state = in-order replay",
         started,
     ).record()
 
