@@ -204,7 +204,7 @@ async def _upsert_invoices(
             "invoice_id": e.data.invoice_id,
             "client_id": e.data.client_id,
             "published": published,
-            "paid": paid or bool(getattr(e.data, "paid", False)),
+            "paid": paid or (published and e.data.paid),
             "voided": voided,
         }
         for e in events

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.base import Actor, Envelope
-from contracts.outbound import RecordState, RecordStatus, ServiceBalance
+from contracts.outbound import RecordState, RecordStatus
 from services.kernel.unit_of_work import UnitOfWork
 from services.records.domain import Balance, Record
 from services.records.tables import package_record, record_event, record_service
@@ -118,47 +118,6 @@ def actor_json(actor: Actor | None) -> dict[str, str] | None:
     return actor.model_dump() if actor else None
 
 
-async def states(conn: AsyncConnection, record_ids: Sequence[str]) -> dict[str, RecordState]:
-    """The published form of records, as committed in this transaction."""
-    if not record_ids:
-        return {}
-    rows = (
-        await conn.execute(select(package_record).where(package_record.c.record_id.in_(record_ids)))
-    ).all()
-    svc = (
-        await conn.execute(
-            select(record_service)
-            .where(record_service.c.record_id.in_(record_ids))
-            .order_by(record_service.c.record_id, record_service.c.service_id)
-        )
-    ).all()
-    balances: dict[str, list[ServiceBalance]] = {r.record_id: [] for r in rows}
-    for s in svc:
-        b = Balance(s.service_id, s.sessions_total, s.sessions_used)
-        balances[s.record_id].append(
-            ServiceBalance(
-                service_id=b.service_id,
-                sessions_total=b.total,
-                sessions_used=b.used,
-                sessions_remaining=b.remaining,
-            )
-        )
-    return {
-        r.record_id: RecordState(
-            package_record_id=r.record_id,
-            client_id=r.client_id,
-            package_id=r.package_id,
-            origin=r.origin,
-            paid=r.paid,
-            status=r.status,
-            expires_on=r.expires_on,
-            discount=r.discount,
-            services=balances[r.record_id],
-        )
-        for r in rows
-    }
-
-
 # A record's published state in one statement; origin and discount are stored as their
 # contract JSON and go out as they are.
 _STATES = text(
@@ -211,6 +170,16 @@ def state_json(row: Any, status: RecordStatus, balances: Sequence[Balance]) -> b
             ],
         }
     )
+
+
+async def states(conn: AsyncConnection, record_ids: Sequence[str]) -> dict[str, RecordState]:
+    """The published form of records, as committed in this transaction, as models."""
+    return {
+        row.record_id: RecordState.model_validate_json(
+            state_json(row, row.status, balances_of(row))
+        )
+        for row in await state_rows(conn, record_ids)
+    }
 
 
 async def publish_states(

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.base import Envelope
 from contracts.outbound import MessageRejected
+from contracts.topics import MESSAGE_REJECTED
 from services.kernel.db import NAMING_CONVENTION
 from services.kernel.kernel import Kernel, Poison
 from services.kernel.relay import Relay
@@ -218,22 +219,25 @@ class Batch:
 
 
 class Producer:
-    """Records the batches it is asked to send, as futures that resolve at once.
+    """Records what it is asked to send, batch by batch, as futures that resolve at once.
 
-    One partition per topic, so that the relay's order is the order of the outbox.
+    One partition per topic by default, so that the relay's order is the order of the outbox.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, partitions: int = 1) -> None:
+        self.partitions = partitions
         self.sent: list[tuple[str, bytes]] = []
+        self.by_partition: dict[tuple[str, int], list[bytes]] = {}
 
     async def partitions_for(self, _topic: str) -> set[int]:
-        return {0}
+        return set(range(self.partitions))
 
     def create_batch(self) -> Batch:
         return Batch()
 
     async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future[None]:
         self.sent += [(topic, value) for value in batch.values]
+        self.by_partition.setdefault((topic, partition), []).extend(batch.values)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -258,6 +262,43 @@ async def test_the_relay_publishes_in_commit_order_and_marks_rows_sent(db: Async
     rows = [r for i in ids for r in await _outbox(db, i)]
     assert len(rows) == 3
     assert all(r.sent_at is not None for r in rows)
+
+
+async def test_the_relay_keeps_each_key_on_one_partition_in_outbox_order(
+    db: AsyncEngine,
+) -> None:
+    keys = [f"cli-{n}" for n in range(8)]
+    async with db.begin() as conn:
+        uow = UnitOfWork(conn, "kernel-test")
+        for step in range(5):
+            for key in keys:
+                uow.publish(
+                    MESSAGE_REJECTED,
+                    key,
+                    MessageRejected(
+                        rejected_event_id=f"{key}/{step}",
+                        rejected_event_type="business.plan_changed",
+                        reason="test",
+                        detail="",
+                    ),
+                    business_id="b-relay",
+                )
+        await _kernel(db, Handler(), DeadLetters()).write_outbox(uow)
+    producer = Producer(partitions=3)
+    relay = Relay("kernel-test", db, tables, producer)
+    while await relay.drain_once():
+        pass
+
+    partitions_of: dict[str, set[int]] = {}
+    steps_of: dict[str, list[int]] = {}
+    for (_topic, partition), values in producer.by_partition.items():
+        for value in values:
+            key, step = orjson.loads(value)["data"]["rejected_event_id"].split("/")
+            partitions_of.setdefault(key, set()).add(partition)
+            steps_of.setdefault(key, []).append(int(step))
+    assert all(len(p) == 1 for p in partitions_of.values())  # a key keeps its partition
+    assert len(set().union(*partitions_of.values())) > 1  # and keys are spread over several
+    assert steps_of == {key: [0, 1, 2, 3, 4] for key in keys}  # in outbox order
 
 
 async def test_every_copy_of_an_event_counts_as_a_delivery(db: AsyncEngine) -> None:
