@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts import topics
@@ -18,6 +18,8 @@ from contracts.outbound import InvoiceOrigin
 from services.catalog import api as catalog
 from services.invoicing import domain
 from services.invoicing.tables import invoice, pending_line
+from services.kernel.rows import Columns, pack
+from services.kernel.rows import insert as insert_rows
 from services.kernel.unit_of_work import UnitOfWork
 from services.records import api as records
 
@@ -175,15 +177,24 @@ class _InvoiceState:
     voided: bool
 
 
-_UPSERT = insert(invoice)
-_UPSERT_INVOICE = _UPSERT.on_conflict_do_update(
-    index_elements=[invoice.c.business_id, invoice.c.invoice_id],
-    set_={
-        "published": invoice.c.published | _UPSERT.excluded.published,
-        "paid": invoice.c.paid | _UPSERT.excluded.paid,
-        "voided": invoice.c.voided | _UPSERT.excluded.voided,
-    },
-).returning(invoice.c.business_id, invoice.c.invoice_id, invoice.c.paid, invoice.c.voided)
+_INVOICE_COLUMNS: Columns = (
+    ("business_id", "text"),
+    ("invoice_id", "text"),
+    ("client_id", "text"),
+    ("published", "boolean"),
+    ("paid", "boolean"),
+    ("voided", "boolean"),
+)
+_UPSERT_INVOICES = text(
+    insert_rows(
+        f"{invoice.fullname} AS i",
+        _INVOICE_COLUMNS,
+        " ON CONFLICT (business_id, invoice_id) DO UPDATE SET"
+        " published = i.published OR excluded.published, paid = i.paid OR excluded.paid,"
+        " voided = i.voided OR excluded.voided"
+        " RETURNING business_id, invoice_id, paid, voided",
+    )
+)
 
 
 async def _upsert_invoices(
@@ -199,17 +210,17 @@ async def _upsert_invoices(
     A published invoice may say it is paid already (`data.paid`).
     """
     rows = [
-        {
-            "business_id": e.business_id,
-            "invoice_id": e.data.invoice_id,
-            "client_id": e.data.client_id,
-            "published": published,
-            "paid": paid or (published and e.data.paid),
-            "voided": voided,
-        }
+        (
+            e.business_id,
+            e.data.invoice_id,
+            e.data.client_id,
+            published,
+            paid or (published and e.data.paid),
+            voided,
+        )
         for e in events
     ]
-    result = await uow.conn.execute(_UPSERT_INVOICE, rows)
+    result = await uow.conn.execute(_UPSERT_INVOICES, {"rows": pack(rows)})
     return {(r.business_id, r.invoice_id): _InvoiceState(r.paid, r.voided) for r in result}
 
 

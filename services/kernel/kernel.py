@@ -18,11 +18,25 @@ from contracts.base import Envelope
 from contracts.codec import MalformedMessage, decode
 from services.kernel import metrics
 from services.kernel.db import is_transient
+from services.kernel.rows import Columns, pack, unpack
 from services.kernel.tables import KernelTables
 from services.kernel.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 _OUTBOX_COLUMNS = ("event_id", "topic", "key", "payload", "causation_id")
+_INBOX_COLUMNS: Columns = (
+    ("event_id", "uuid"),
+    ("event_type", "text"),
+    ("kafka_partition", "int"),
+    ("kafka_offset", "bigint"),
+    ("deliveries", "int"),
+)
+_OUTCOME_COLUMNS: Columns = (
+    ("event_id", "uuid"),
+    ("outcome", "text"),
+    ("reason", "text"),
+    ("detail", "text"),
+)
 
 
 class RawRecord(Protocol):
@@ -101,8 +115,7 @@ class Kernel:
         self._insert_inbox = text(
             f"INSERT INTO {schema}.inbox"
             " (consumer, event_id, event_type, kafka_partition, kafka_offset, deliveries)"
-            " SELECT :consumer, * FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS text[]),"
-            " CAST(:parts AS int[]), CAST(:offs AS bigint[]), CAST(:counts AS int[]))"
+            f" SELECT :consumer, v.* FROM ({unpack(_INBOX_COLUMNS)}) AS v"
             # A redelivery only counts itself: `xmax = 0` tells a fresh row from an updated one.
             " ON CONFLICT (consumer, event_id)"
             f" DO UPDATE SET deliveries = {schema}.inbox.deliveries + EXCLUDED.deliveries"
@@ -111,9 +124,7 @@ class Kernel:
         self._update_outcomes = text(
             f"UPDATE {schema}.inbox i"
             " SET outcome = v.outcome, reason = v.reason, detail = v.detail"
-            " FROM unnest(CAST(:ids AS uuid[]), CAST(:outcomes AS text[]),"
-            " CAST(:reasons AS text[]), CAST(:details AS text[]))"
-            " AS v(event_id, outcome, reason, detail)"
+            f" FROM ({unpack(_OUTCOME_COLUMNS)}) AS v"
             " WHERE i.consumer = :consumer AND i.event_id = v.event_id"
         )
         self._schema = schema
@@ -223,11 +234,18 @@ class Kernel:
                 self._insert_inbox,
                 {
                     "consumer": self.service,
-                    "ids": list(unique),
-                    "types": [m.envelope.event_type for m in unique.values()],
-                    "parts": [m.record.partition for m in unique.values()],
-                    "offs": [m.record.offset for m in unique.values()],
-                    "counts": [copies[i] for i in unique],
+                    "rows": pack(
+                        [
+                            (
+                                i,
+                                m.envelope.event_type,
+                                m.record.partition,
+                                m.record.offset,
+                                copies[i],
+                            )
+                            for i, m in unique.items()
+                        ]
+                    ),
                 },
             )
             fresh = {row.event_id for row in result if row.fresh}
@@ -247,10 +265,9 @@ class Kernel:
                 self._update_outcomes,
                 {
                     "consumer": self.service,
-                    "ids": list(uow.outcomes),
-                    "outcomes": [o.outcome for o in uow.outcomes.values()],
-                    "reasons": [o.reason for o in uow.outcomes.values()],
-                    "details": [o.detail[:2000] for o in uow.outcomes.values()],
+                    "rows": pack(
+                        [(i, o.outcome, o.reason, o.detail[:2000]) for i, o in uow.outcomes.items()]
+                    ),
                 },
             )
         if uow.outbox:

@@ -6,13 +6,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import and_, or_, select, text
 
 from contracts import topics
 from contracts.base import Envelope
 from contracts.inbound import PackageDefined
 from contracts.outbound import AssignmentOrigin, InvoiceOrigin
+from services.kernel.rows import Columns, pack
+from services.kernel.rows import insert as insert_rows
 from services.kernel.unit_of_work import UnitOfWork
 from services.records import domain, repository
 from services.records.queries import (
@@ -29,6 +30,34 @@ from services.records.sessions import (
     move_sessions,
 )
 from services.records.tables import package_record, record_service
+
+_RECORD_COLUMNS: Columns = (
+    ("record_id", "text"),
+    ("invoice_id", "text"),
+    ("line_id", "text"),
+    ("unit", "int"),
+    ("assignment_id", "text"),
+    ("business_id", "text"),
+    ("client_id", "text"),
+    ("package_id", "text"),
+    ("origin", "jsonb"),
+    ("paid", "boolean"),
+    ("status", "text"),
+    ("expires_on", "date"),
+    ("discount", "jsonb"),
+    ("created_on", "date"),
+)
+_INSERT_RECORDS = text(
+    insert_rows(
+        package_record.fullname, _RECORD_COLUMNS, " ON CONFLICT DO NOTHING RETURNING record_id"
+    )
+)
+_SERVICE_COLUMNS: Columns = (
+    ("record_id", "text"),
+    ("service_id", "text"),
+    ("sessions_total", "int"),
+)
+_INSERT_SERVICES = text(insert_rows(record_service.fullname, _SERVICE_COLUMNS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,47 +93,44 @@ async def create_many(uow: UnitOfWork, sales: Sequence[Sale]) -> list[str]:
     """Rule 5 for many sales in a few statements; returns the records created, in sale order."""
     today = uow.now.date()
     of_record: dict[str, Sale] = {}
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     for sale in sales:
         origin = sale.origin.model_dump(mode="json")
+        discount = sale.package.discount.model_dump(mode="json")
+        expires_on = domain.expires_on(sale.package, today)
         for key in _record_keys(sale):
-            of_record[key["record_id"]] = sale
+            of_record[key[0]] = sale
             rows.append(
-                {
-                    "invoice_id": None,
-                    "line_id": None,
-                    "unit": None,
-                    "assignment_id": None,
-                    **key,
-                    "business_id": sale.business_id,
-                    "client_id": sale.client_id,
-                    "package_id": sale.package.package_id,
-                    "origin": origin,
-                    "paid": sale.paid,
-                    "status": "active",
-                    "expires_on": domain.expires_on(sale.package, today),
-                    "discount": sale.package.discount.model_dump(mode="json"),
-                    "created_on": today,
-                }
+                (
+                    *key,
+                    sale.business_id,
+                    sale.client_id,
+                    sale.package.package_id,
+                    origin,
+                    sale.paid,
+                    "active",
+                    expires_on,
+                    discount,
+                    today,
+                )
             )
     if not rows:
         return []
-    # Parameters as a list, not `.values(rows)`: one cached statement whatever the count.
-    inserted = await uow.conn.execute(
-        insert(package_record).on_conflict_do_nothing().returning(package_record.c.record_id),
-        rows,
-    )
-    fresh = set(inserted.scalars())
-    created = [r["record_id"] for r in rows if r["record_id"] in fresh]
+    fresh = set((await uow.conn.execute(_INSERT_RECORDS, {"rows": pack(rows)})).scalars())
+    created = [r[0] for r in rows if r[0] in fresh]
     if not created:
         return []
     await uow.conn.execute(
-        insert(record_service),
-        [
-            {"record_id": rid, "service_id": s.service_id, "sessions_total": s.sessions}
-            for rid in created
-            for s in of_record[rid].package.services
-        ],
+        _INSERT_SERVICES,
+        {
+            "rows": pack(
+                [
+                    (rid, s.service_id, s.sessions)
+                    for rid in created
+                    for s in of_record[rid].package.services
+                ]
+            )
+        },
     )
     await repository.note(
         uow.conn,
@@ -135,27 +161,25 @@ async def create_many(uow: UnitOfWork, sales: Sequence[Sale]) -> list[str]:
     return created
 
 
-def _record_keys(sale: Sale) -> list[dict[str, Any]]:
-    """The identity of each record a sale makes: a repeat of the sale makes the same ids."""
+def _record_keys(sale: Sale) -> list[tuple[str, str | None, str | None, int | None, str | None]]:
+    """The identity of each record a sale makes: a repeat of the sale makes the same ids.
+
+    Each is (record_id, invoice_id, line_id, unit, assignment_id), as `_RECORD_COLUMNS` begin.
+    """
     origin = sale.origin
     if isinstance(origin, InvoiceOrigin):
         return [
-            {
-                "record_id": domain.record_id(
-                    sale.business_id, "invoice", origin.invoice_id, origin.line_id, n
-                ),
-                "invoice_id": origin.invoice_id,
-                "line_id": origin.line_id,
-                "unit": n,
-            }
+            (
+                domain.record_id(sale.business_id, "invoice", origin.invoice_id, origin.line_id, n),
+                origin.invoice_id,
+                origin.line_id,
+                n,
+                None,
+            )
             for n in range(sale.quantity)
         ]
-    return [
-        {
-            "record_id": domain.record_id(sale.business_id, "assignment", origin.assignment_id),
-            "assignment_id": origin.assignment_id,
-        }
-    ]
+    record_id = domain.record_id(sale.business_id, "assignment", origin.assignment_id)
+    return [(record_id, None, None, None, origin.assignment_id)]
 
 
 def _of_invoice(invoice_id: str) -> Any:

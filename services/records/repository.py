@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.base import Actor, Envelope
 from contracts.outbound import RecordState, RecordStatus
+from services.kernel.rows import Columns, pack
+from services.kernel.rows import insert as insert_rows
 from services.kernel.unit_of_work import UnitOfWork
 from services.records.domain import Balance, Record
 from services.records.tables import package_record, record_event, record_service
@@ -101,16 +103,32 @@ async def save(conn: AsyncConnection, before: Record, after: Record, **extra: An
         )
 
 
-async def note(
-    conn: AsyncConnection,
-    entries: Sequence[dict[str, Any]],
-) -> None:
+_HISTORY_COLUMNS: Columns = (
+    ("record_id", "text"),
+    ("kind", "text"),
+    ("actor", "jsonb"),
+    ("booking_id", "text"),
+    ("detail", "jsonb"),
+)
+_INSERT_HISTORY = text(insert_rows(record_event.fullname, _HISTORY_COLUMNS))
+HistoryRow = tuple[str, str, dict[str, Any] | None, str | None, dict[str, Any] | None]
+
+
+async def note(conn: AsyncConnection, entries: Sequence[dict[str, Any]]) -> None:
     """Append to records' histories: dicts of record_id, kind, actor, booking_id, detail."""
-    if entries:
-        await conn.execute(
-            insert(record_event),
-            [{"actor": None, "booking_id": None, "detail": None, **e} for e in entries],
-        )
+    await note_rows(
+        conn,
+        [
+            (e["record_id"], e["kind"], e.get("actor"), e.get("booking_id"), e.get("detail"))
+            for e in entries
+        ],
+    )
+
+
+async def note_rows(conn: AsyncConnection, rows: Sequence[HistoryRow]) -> None:
+    """Append to records' histories: (record_id, kind, actor, booking_id, detail) each."""
+    if rows:
+        await conn.execute(_INSERT_HISTORY, {"rows": pack(rows)})
 
 
 def actor_json(actor: Actor | None) -> dict[str, str] | None:

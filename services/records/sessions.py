@@ -11,7 +11,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
 from pydantic import TypeAdapter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,10 +19,11 @@ from contracts import topics
 from contracts.base import Envelope
 from contracts.inbound import Discount
 from contracts.outbound import RecordStatus
+from services.kernel.rows import Columns, pack, unpack
 from services.kernel.unit_of_work import UnitOfWork
 from services.records import repository
 from services.records.domain import Balance, Record, status_for
-from services.records.tables import package_record, record_event, record_service
+from services.records.tables import package_record, record_service
 
 SessionKind = Literal["redeemed", "restored", "released"]
 _DELTA: dict[SessionKind, int] = {"redeemed": 1, "restored": -1, "released": 0}
@@ -31,18 +31,22 @@ _DISCOUNT: TypeAdapter[Discount] = TypeAdapter(Discount)
 _RECORDS = package_record.fullname
 _SERVICES = record_service.fullname
 
+_CLIENT_COLUMNS: Columns = (("business_id", "text"), ("client_id", "text"))
+_RECORD_COLUMNS: Columns = (("business_id", "text"), ("record_id", "text"))
+_MOVE_COLUMNS: Columns = (*_RECORD_COLUMNS, ("service_id", "text"), ("delta", "int"))
+_STATUS_COLUMNS: Columns = (("record_id", "text"), ("status", "text"))
+
 # Rows are locked in record id order, so two batches over the same records cannot deadlock.
 _LOCK_RECORDS = text(
     "SELECT p.record_id, p.business_id, p.client_id, p.package_id, p.status, p.paid,"
     " p.expires_on, p.created_on, p.seq, CAST(p.discount AS text) AS discount"
     f" FROM {_RECORDS} p WHERE p.record_id IN ("
     f" SELECT q.record_id FROM {_RECORDS} q"
-    "  JOIN unnest(CAST(:client_businesses AS text[]), CAST(:client_ids AS text[]))"
-    "   AS c(business_id, client_id) ON q.business_id = c.business_id AND q.client_id = c.client_id"
+    f"  JOIN ({unpack(_CLIENT_COLUMNS, 'clients')}) AS c"
+    "   ON q.business_id = c.business_id AND q.client_id = c.client_id"
     " UNION ALL"
     f" SELECT q.record_id FROM {_RECORDS} q"
-    "  JOIN unnest(CAST(:record_businesses AS text[]), CAST(:record_ids AS text[]))"
-    "   AS n(business_id, record_id)"
+    f"  JOIN ({unpack(_RECORD_COLUMNS, 'named')}) AS n"
     "   ON q.business_id = n.business_id AND q.record_id = n.record_id)"
     " ORDER BY p.record_id FOR UPDATE OF p"
 )
@@ -55,23 +59,14 @@ _BALANCES = text(
 # The join on package_record keeps a move from touching another business's record.
 _ADD_USED = text(
     f"UPDATE {_SERVICES} s SET sessions_used = s.sessions_used + d.delta"
-    " FROM unnest(CAST(:businesses AS text[]), CAST(:record_ids AS text[]),"
-    "  CAST(:service_ids AS text[]), CAST(:deltas AS int[]))"
-    f"  AS d(business_id, record_id, service_id, delta), {_RECORDS} p"
+    f" FROM ({unpack(_MOVE_COLUMNS)}) AS d, {_RECORDS} p"
     " WHERE s.record_id = d.record_id AND s.service_id = d.service_id"
     "  AND p.record_id = d.record_id AND p.business_id = d.business_id"
 )
 
-_INSERT_HISTORY = text(
-    f"INSERT INTO {record_event.fullname} (record_id, kind, actor, booking_id, detail)"
-    " SELECT r, k, CAST(a AS jsonb), b, CAST(d AS jsonb)"
-    " FROM unnest(CAST(:record_ids AS text[]), CAST(:kinds AS text[]), CAST(:actors AS text[]),"
-    "  CAST(:booking_ids AS text[]), CAST(:details AS text[])) AS h(r, k, a, b, d)"
-)
-
 _SET_STATUS = text(
     f"UPDATE {_RECORDS} p SET status = v.status, updated_at = now()"
-    " FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[])) AS v(record_id, status)"
+    f" FROM ({unpack(_STATUS_COLUMNS)}) AS v"
     " WHERE p.record_id = v.record_id"
 )
 
@@ -111,12 +106,7 @@ async def lock_records(
     rows = (
         await conn.execute(
             _LOCK_RECORDS,
-            {
-                "client_businesses": [b for b, _ in client_keys],
-                "client_ids": [c for _, c in client_keys],
-                "record_businesses": [b for b, _ in record_keys],
-                "record_ids": [r for _, r in record_keys],
-            },
+            {"clients": pack(client_keys), "named": pack(record_keys)},
         )
     ).all()
     if not rows:
@@ -160,12 +150,7 @@ async def move_sessions(uow: UnitOfWork, moves: Sequence[SessionMove]) -> list[s
     if changed:
         result = await uow.conn.execute(
             _ADD_USED,
-            {
-                "businesses": [b for b, _, _ in changed],
-                "record_ids": [r for _, r, _ in changed],
-                "service_ids": [s for _, _, s in changed],
-                "deltas": list(changed.values()),
-            },
+            {"rows": pack([(*key, delta) for key, delta in changed.items()])},
         )
         if result.rowcount != len(changed):
             raise LookupError("a session move names a record or service its business does not have")
@@ -184,25 +169,18 @@ async def move_sessions(uow: UnitOfWork, moves: Sequence[SessionMove]) -> list[s
 
 async def _note(conn: AsyncConnection, moves: Sequence[SessionMove]) -> None:
     """History rows: each redemption, restoration and release with its booking."""
-    await conn.execute(
-        _INSERT_HISTORY,
-        {
-            "record_ids": [m.record_id for m in moves],
-            "kinds": [m.kind for m in moves],
-            "actors": [_json(repository.actor_json(m.cause.actor)) for m in moves],
-            "booking_ids": [m.booking_id for m in moves],
-            "details": [_json(_detail(m)) for m in moves],
-        },
+    await repository.note_rows(
+        conn,
+        [
+            (m.record_id, m.kind, repository.actor_json(m.cause.actor), m.booking_id, _detail(m))
+            for m in moves
+        ],
     )
 
 
 def _detail(m: SessionMove) -> dict[str, str]:
     detail = {"service_id": m.service_id, "event_id": str(m.cause.event_id)}
     return detail | ({"reason": m.reason} if m.reason else {})
-
-
-def _json(value: object) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
 
 
 async def _settle(conn: AsyncConnection, record_ids: list[str]) -> dict[str, tuple[str, bytes]]:
@@ -218,5 +196,5 @@ async def _settle(conn: AsyncConnection, record_ids: list[str]) -> dict[str, tup
             moved[row.record_id] = status
         settled[row.record_id] = (row.client_id, repository.state_json(row, status, balances))
     if moved:
-        await conn.execute(_SET_STATUS, {"ids": list(moved), "statuses": list(moved.values())})
+        await conn.execute(_SET_STATUS, {"rows": pack(list(moved.items()))})
     return settled

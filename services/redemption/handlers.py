@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from contracts import topics
 from contracts.base import Envelope, Money
 from contracts.outbound import PackageApplied, PackageNotApplied, PackageRemoved
+from services.kernel.rows import Columns, pack, unpack
+from services.kernel.rows import insert as insert_rows
 from services.kernel.unit_of_work import UnitOfWork
 from services.records import api as records
 from services.redemption import domain
@@ -33,19 +35,18 @@ _TOPIC: dict[type[domain.Outbound], str] = {
 
 # Two consumers handling the same booking at once take turns: the booking row may not exist
 # yet, so a row lock cannot do it. Keys are taken in one order, so batches cannot deadlock.
+_KEY_COLUMNS: Columns = (("business_id", "text"), ("booking_id", "text"))
 _LOCK_BOOKINGS = text(
     "SELECT count(pg_advisory_xact_lock(7304, k)) FROM ("
-    " SELECT DISTINCT hashtext(b || '/' || i) AS k"
-    " FROM unnest(CAST(:businesses AS text[]), CAST(:bookings AS text[])) AS u(b, i)"
-    " ORDER BY k) AS keys"
+    " SELECT DISTINCT hashtext(u.business_id || '/' || u.booking_id) AS k"
+    f" FROM ({unpack(_KEY_COLUMNS, 'keys')}) AS u ORDER BY k) AS keys"
 )
 
 _LOAD_BOOKINGS = text(
     "SELECT b.*, r.id AS held_id, r.record_id AS held_record_id, r.service_id AS held_service_id,"
     " r.price_before AS held_price_before, r.price_after AS held_price_after,"
     " r.currency AS held_currency"
-    " FROM unnest(CAST(:businesses AS text[]), CAST(:bookings AS text[]))"
-    "  AS k(business_id, booking_id)"
+    f" FROM ({unpack(_KEY_COLUMNS, 'keys')}) AS k"
     f" JOIN {booking.fullname} b"
     "  ON b.business_id = k.business_id AND b.booking_id = k.booking_id"
     f" LEFT JOIN {redemption.fullname} r"
@@ -100,26 +101,14 @@ def _held_records(bookings: Iterable[domain.Booking]) -> set[tuple[str, str]]:
 
 
 async def _lock_bookings(conn: AsyncConnection, keys: Sequence[BookingKey]) -> None:
-    await conn.execute(
-        _LOCK_BOOKINGS,
-        {
-            "businesses": [b for b, _ in keys],
-            "bookings": [i for _, i in keys],
-        },
-    )
+    await conn.execute(_LOCK_BOOKINGS, {"keys": pack(keys)})
 
 
 async def _load_bookings(
     conn: AsyncConnection, keys: Sequence[BookingKey]
 ) -> dict[BookingKey, domain.Booking]:
     """The stored state of the batch's bookings, with the redemption each holds."""
-    rows = await conn.execute(
-        _LOAD_BOOKINGS,
-        {
-            "businesses": [b for b, _ in keys],
-            "bookings": [i for _, i in keys],
-        },
-    )
+    rows = await conn.execute(_LOAD_BOOKINGS, {"keys": pack(keys)})
     return {(r.business_id, r.booking_id): _booking(r) for r in rows}
 
 
@@ -220,7 +209,7 @@ class _Changes:
         """Bookings, redemptions, restorations, then the records' sessions."""
         conn = uow.conn
         touched = [bookings[k] for k in sorted(self.touched)]
-        await _insert(conn, _UPSERT_BOOKINGS, _BOOKING_COLUMNS, [_booking_row(b) for b in touched])
+        await _insert(conn, _UPSERT_BOOKINGS, [_booking_row(b) for b in touched])
         stored = [r.held.stored_id for r in self.removed if r.held.stored_id is not None]
         if stored:
             # Before the inserts: the booking's new hold needs the old one let go of first.
@@ -229,7 +218,6 @@ class _Changes:
         await _insert(
             conn,
             _INSERT_RESTORATIONS,
-            _RESTORATION_COLUMNS,
             [
                 (
                     r.held.stored_id if r.held.stored_id is not None else ids[r.held],
@@ -265,11 +253,9 @@ class _Changes:
             )
             for r in self.made
         ]
-        await _insert(conn, _INSERT_REDEMPTIONS, _REDEMPTION_COLUMNS, rows)
+        await _insert(conn, _INSERT_REDEMPTIONS, rows)
         return ids
 
-
-Columns = tuple[tuple[str, str], ...]
 
 _BOOKING_COLUMNS: Columns = (
     ("business_id", "text"),
@@ -305,30 +291,24 @@ _RESTORATION_COLUMNS: Columns = (
 )
 
 
-def _unnest_insert(table: str, columns: Columns, suffix: str = "") -> TextClause:
-    """One INSERT for any number of rows: a column array each, so one statement to prepare."""
-    names = ", ".join(c for c, _ in columns)
-    arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in columns)
-    return text(f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}){suffix}")
-
-
-_UPSERT_BOOKINGS = _unnest_insert(
-    booking.fullname,
-    _BOOKING_COLUMNS,
-    " ON CONFLICT (business_id, booking_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c, _ in _BOOKING_COLUMNS[2:])
-    + ", updated_at = now()",
+_UPSERT_BOOKINGS = text(
+    insert_rows(
+        booking.fullname,
+        _BOOKING_COLUMNS,
+        " ON CONFLICT (business_id, booking_id) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c, _ in _BOOKING_COLUMNS[2:])
+        + ", updated_at = now()",
+    )
 )
-_INSERT_REDEMPTIONS = _unnest_insert(redemption.fullname, _REDEMPTION_COLUMNS)
-_INSERT_RESTORATIONS = _unnest_insert(restoration.fullname, _RESTORATION_COLUMNS)
+_INSERT_REDEMPTIONS = text(insert_rows(redemption.fullname, _REDEMPTION_COLUMNS))
+_INSERT_RESTORATIONS = text(insert_rows(restoration.fullname, _RESTORATION_COLUMNS))
 
 
 async def _insert(
-    conn: AsyncConnection, stmt: TextClause, columns: Columns, rows: Sequence[tuple[Any, ...]]
+    conn: AsyncConnection, stmt: TextClause, values: Sequence[tuple[Any, ...]]
 ) -> None:
-    if rows:
-        arrays = zip(*rows, strict=True)
-        await conn.execute(stmt, {c: list(v) for (c, _), v in zip(columns, arrays, strict=True)})
+    if values:
+        await conn.execute(stmt, {"rows": pack(values)})
 
 
 def _booking_row(b: domain.Booking) -> tuple[Any, ...]:
