@@ -88,6 +88,7 @@ class Service:
         self.relay: Relay | None = None
         self._producer: AIOKafkaProducer | None = None
         self._in_flight: tuple[asyncio.Task[None], Sequence[RawRecord], Any] | None = None
+        self._committing: asyncio.Task[None] | None = None
         self._draining = False
 
     def subscriber(self, *topics: str) -> Callable[[Handler], Any]:
@@ -109,7 +110,8 @@ class Service:
         """Decode a fetched batch while the one before commits, then start its transaction.
 
         One transaction at a time, in fetch order; each batch's offsets are committed after its
-        own transaction, never before. Only the decoding of the next batch overlaps.
+        own transaction, never before, and in batch order. The decoding of the next batch
+        overlaps the transaction, and the offset commit overlaps the next transaction.
         """
         if self.kernel is None:
             raise RuntimeError("the service has not started")
@@ -133,7 +135,11 @@ class Service:
         crash_after_commit(
             records, self.settings.fault_crash_marker, self.settings.fault_crash_once_file
         )
-        await commit(consumer, records)
+        # The offsets are committed while the next transaction runs, in batch order: one
+        # commit at a time, and never more than one behind the transactions.
+        if self._committing is not None:
+            await self._committing
+        self._committing = asyncio.create_task(commit(consumer, records))
 
     async def _previous_finished(self, fetched: Sequence[RawRecord] = ()) -> bool:
         """Wait for the batch in flight; if it failed, fetch it (and `fetched`) again."""
@@ -150,9 +156,11 @@ class Service:
         return True
 
     async def drain(self) -> None:
-        """Finish the batch in flight before the consumer closes (FastStream's on_shutdown)."""
+        """Finish the batch in flight and its offsets before the consumer closes (on_shutdown)."""
         self._draining = True
         await self._previous_finished()
+        if self._committing is not None:
+            await self._committing
 
     async def start(self) -> None:
         """Open the engine and producer and start the relay and timers."""
