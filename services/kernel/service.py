@@ -124,6 +124,7 @@ class Service:
         finishing = self._finish(message.consumer, records, prepared)
         if self._draining:
             await finishing
+            await self._offsets_committed()
         else:
             self._in_flight = (asyncio.create_task(finishing), records, message.consumer)
 
@@ -137,9 +138,18 @@ class Service:
         )
         # The offsets are committed while the next transaction runs, in batch order: one
         # commit at a time, and never more than one behind the transactions.
-        if self._committing is not None:
-            await self._committing
+        await self._offsets_committed()
         self._committing = asyncio.create_task(commit(consumer, records))
+
+    async def _offsets_committed(self) -> None:
+        """Wait for the offset commit in flight. One that failed only means redelivery, which
+        the inbox recognises: it is logged, and never fails the batch after it."""
+        previous, self._committing = self._committing, None
+        if previous is None:
+            return
+        await asyncio.wait([previous])
+        if not previous.cancelled() and (error := previous.exception()) is not None:
+            log.error("offset commit failed (%r); its batch will come again as a duplicate", error)
 
     async def _previous_finished(self, fetched: Sequence[RawRecord] = ()) -> bool:
         """Wait for the batch in flight; if it failed, fetch it (and `fetched`) again."""
@@ -159,8 +169,7 @@ class Service:
         """Finish the batch in flight and its offsets before the consumer closes (on_shutdown)."""
         self._draining = True
         await self._previous_finished()
-        if self._committing is not None:
-            await self._committing
+        await self._offsets_committed()
 
     async def start(self) -> None:
         """Open the engine and producer and start the relay and timers."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiokafka import TopicPartition
 
 from services.kernel.db import metadata
@@ -35,6 +36,7 @@ class Journal:
 
     steps: list[str] = field(default_factory=list)
     fail_once: set[int] = field(default_factory=set)
+    fail_commit_once: set[int] = field(default_factory=set)
     sought: dict[TopicPartition, int] = field(default_factory=dict)
 
 
@@ -66,6 +68,9 @@ class Consumer:
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.journal.steps.append(f"committing {sorted(offsets.values())}")
         await asyncio.sleep(0.03)  # slower than a transaction: the broker is far away
+        if failing := self.journal.fail_commit_once & set(offsets.values()):
+            self.journal.fail_commit_once -= failing
+            raise ValueError("an error aiokafka does not expect")
         self.journal.steps.append(f"commit {sorted(offsets.values())}")
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
@@ -137,3 +142,38 @@ async def test_a_batch_that_fails_is_fetched_again_with_the_one_after_it() -> No
         "commit [11, 21]",
         "commit [6, 13]",
     ]
+
+
+async def test_a_failed_offset_commit_is_logged_and_the_batches_after_it_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    journal = Journal(fail_commit_once={11})
+    service = _service(journal)
+    consumer = Consumer(journal)
+
+    await service.handle(Message([Record(0, 10)], consumer))  # type: ignore[arg-type]
+    await service.handle(Message([Record(0, 11)], consumer))  # type: ignore[arg-type]
+    await service.handle(Message([Record(0, 12)], consumer))  # type: ignore[arg-type]
+    await service.drain()
+
+    # Batch 10 will come again and be recognised as a duplicate; nothing after it is held up.
+    assert journal.sought == {}
+    assert [s for s in journal.steps if s.startswith(("apply", "commit "))] == [
+        "apply 10",
+        "apply 11",
+        "apply 12",
+        "commit [12]",
+        "commit [13]",
+    ]
+    assert "offset commit failed" in caplog.text
+
+
+async def test_a_batch_handled_while_draining_has_its_offsets_committed_at_once() -> None:
+    journal = Journal()
+    service = _service(journal)
+    consumer = Consumer(journal)
+
+    await service.drain()  # shutting down: FastStream may still deliver a fetched batch
+    await service.handle(Message([Record(0, 10)], consumer))  # type: ignore[arg-type]
+
+    assert journal.steps == ["decode 10", "apply 10", "committing [11]", "commit [11]"]
