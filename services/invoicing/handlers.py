@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts import topics
@@ -18,8 +18,7 @@ from contracts.outbound import InvoiceOrigin
 from services.catalog import api as catalog
 from services.invoicing import domain
 from services.invoicing.tables import invoice, pending_line
-from services.kernel.rows import Columns, pack
-from services.kernel.rows import insert as insert_rows
+from services.kernel.rows import Columns, insert_rows, pack
 from services.kernel.unit_of_work import UnitOfWork
 from services.records import api as records
 
@@ -185,15 +184,13 @@ _INVOICE_COLUMNS: Columns = (
     ("paid", "boolean"),
     ("voided", "boolean"),
 )
-_UPSERT_INVOICES = text(
-    insert_rows(
-        f"{invoice.fullname} AS i",
-        _INVOICE_COLUMNS,
-        " ON CONFLICT (business_id, invoice_id) DO UPDATE SET"
-        " published = i.published OR excluded.published, paid = i.paid OR excluded.paid,"
-        " voided = i.voided OR excluded.voided"
-        " RETURNING business_id, invoice_id, paid, voided",
-    )
+_UPSERT_INVOICES = insert_rows(
+    f"{invoice.fullname} AS i",
+    _INVOICE_COLUMNS,
+    " ON CONFLICT (business_id, invoice_id) DO UPDATE SET"
+    " published = i.published OR excluded.published, paid = i.paid OR excluded.paid,"
+    " voided = i.voided OR excluded.voided"
+    " RETURNING business_id, invoice_id, paid, voided",
 )
 
 

@@ -13,6 +13,8 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from sqlalchemy import TextClause, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 # (name, SQL type) of each field of a row, in order; "jsonb" fields stay JSON documents, and
 # None is SQL NULL in every field.
@@ -30,9 +32,18 @@ def unpack(columns: Columns, param: str = "rows") -> str:
     return f"SELECT {fields} FROM jsonb_array_elements(CAST(:{param} AS jsonb)) AS r"
 
 
-def insert(table: str, columns: Columns, suffix: str = "") -> str:
+def insert_rows(table: str, columns: Columns, suffix: str = "") -> TextClause:
     """An INSERT of any number of rows into `table`, bound as `:rows` by `pack`."""
-    return f"INSERT INTO {table} ({', '.join(c for c, _ in columns)}) {unpack(columns)}{suffix}"
+    names = ", ".join(c for c, _ in columns)
+    return text(f"INSERT INTO {table} ({names}) {unpack(columns)}{suffix}")
+
+
+async def execute_rows(
+    conn: AsyncConnection, statement: TextClause, rows: Sequence[Sequence[Any]]
+) -> None:
+    """Run a statement reading `:rows` for these rows; nothing to do for none."""
+    if rows:
+        await conn.execute(statement, {"rows": pack(rows)})
 
 
 def pack(rows: Iterable[Sequence[Any]]) -> str:

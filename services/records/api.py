@@ -6,14 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, or_, select, text
+from sqlalchemy import and_, or_, select
 
 from contracts import topics
 from contracts.base import Envelope
 from contracts.inbound import PackageDefined
 from contracts.outbound import AssignmentOrigin, InvoiceOrigin
-from services.kernel.rows import Columns, pack
-from services.kernel.rows import insert as insert_rows
+from services.kernel.rows import Columns, insert_rows, pack
 from services.kernel.unit_of_work import UnitOfWork
 from services.records import domain, repository
 from services.records.queries import (
@@ -47,17 +46,15 @@ _RECORD_COLUMNS: Columns = (
     ("discount", "jsonb"),
     ("created_on", "date"),
 )
-_INSERT_RECORDS = text(
-    insert_rows(
-        package_record.fullname, _RECORD_COLUMNS, " ON CONFLICT DO NOTHING RETURNING record_id"
-    )
+_INSERT_RECORDS = insert_rows(
+    package_record.fullname, _RECORD_COLUMNS, " ON CONFLICT DO NOTHING RETURNING record_id"
 )
 _SERVICE_COLUMNS: Columns = (
     ("record_id", "text"),
     ("service_id", "text"),
     ("sessions_total", "int"),
 )
-_INSERT_SERVICES = text(insert_rows(record_service.fullname, _SERVICE_COLUMNS))
+_INSERT_SERVICES = insert_rows(record_service.fullname, _SERVICE_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)

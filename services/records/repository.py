@@ -12,8 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.base import Actor, Envelope
 from contracts.outbound import RecordState, RecordStatus
-from services.kernel.rows import Columns, pack
-from services.kernel.rows import insert as insert_rows
+from services.kernel.rows import Columns, execute_rows, insert_rows
 from services.kernel.unit_of_work import UnitOfWork
 from services.records.domain import Balance, Record
 from services.records.tables import package_record, record_event, record_service
@@ -110,7 +109,7 @@ _HISTORY_COLUMNS: Columns = (
     ("booking_id", "text"),
     ("detail", "jsonb"),
 )
-_INSERT_HISTORY = text(insert_rows(record_event.fullname, _HISTORY_COLUMNS))
+_INSERT_HISTORY = insert_rows(record_event.fullname, _HISTORY_COLUMNS)
 HistoryRow = tuple[str, str, dict[str, Any] | None, str | None, dict[str, Any] | None]
 
 
@@ -127,8 +126,7 @@ async def note(conn: AsyncConnection, entries: Sequence[dict[str, Any]]) -> None
 
 async def note_rows(conn: AsyncConnection, rows: Sequence[HistoryRow]) -> None:
     """Append to records' histories: (record_id, kind, actor, booking_id, detail) each."""
-    if rows:
-        await conn.execute(_INSERT_HISTORY, {"rows": pack(rows)})
+    await execute_rows(conn, _INSERT_HISTORY, rows)
 
 
 def actor_json(actor: Actor | None) -> dict[str, str] | None:

@@ -12,14 +12,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import topics
 from contracts.base import Envelope, Money
 from contracts.outbound import PackageApplied, PackageNotApplied, PackageRemoved
-from services.kernel.rows import Columns, pack, unpack
-from services.kernel.rows import insert as insert_rows
+from services.kernel.rows import Columns, execute_rows, insert_rows, pack, unpack
 from services.kernel.unit_of_work import UnitOfWork
 from services.records import api as records
 from services.redemption import domain
@@ -209,13 +208,13 @@ class _Changes:
         """Bookings, redemptions, restorations, then the records' sessions."""
         conn = uow.conn
         touched = [bookings[k] for k in sorted(self.touched)]
-        await _insert(conn, _UPSERT_BOOKINGS, [_booking_row(b) for b in touched])
+        await execute_rows(conn, _UPSERT_BOOKINGS, [_booking_row(b) for b in touched])
         stored = [r.held.stored_id for r in self.removed if r.held.stored_id is not None]
         if stored:
             # Before the inserts: the booking's new hold needs the old one let go of first.
             await conn.execute(_MARK_REMOVED, {"ids": stored})
         ids = await self._insert_redemptions(conn)
-        await _insert(
+        await execute_rows(
             conn,
             _INSERT_RESTORATIONS,
             [
@@ -253,7 +252,7 @@ class _Changes:
             )
             for r in self.made
         ]
-        await _insert(conn, _INSERT_REDEMPTIONS, rows)
+        await execute_rows(conn, _INSERT_REDEMPTIONS, rows)
         return ids
 
 
@@ -291,24 +290,15 @@ _RESTORATION_COLUMNS: Columns = (
 )
 
 
-_UPSERT_BOOKINGS = text(
-    insert_rows(
-        booking.fullname,
-        _BOOKING_COLUMNS,
-        " ON CONFLICT (business_id, booking_id) DO UPDATE SET "
-        + ", ".join(f"{c} = excluded.{c}" for c, _ in _BOOKING_COLUMNS[2:])
-        + ", updated_at = now()",
-    )
+_UPSERT_BOOKINGS = insert_rows(
+    booking.fullname,
+    _BOOKING_COLUMNS,
+    " ON CONFLICT (business_id, booking_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c, _ in _BOOKING_COLUMNS[2:])
+    + ", updated_at = now()",
 )
-_INSERT_REDEMPTIONS = text(insert_rows(redemption.fullname, _REDEMPTION_COLUMNS))
-_INSERT_RESTORATIONS = text(insert_rows(restoration.fullname, _RESTORATION_COLUMNS))
-
-
-async def _insert(
-    conn: AsyncConnection, stmt: TextClause, values: Sequence[tuple[Any, ...]]
-) -> None:
-    if values:
-        await conn.execute(stmt, {"rows": pack(values)})
+_INSERT_REDEMPTIONS = insert_rows(redemption.fullname, _REDEMPTION_COLUMNS)
+_INSERT_RESTORATIONS = insert_rows(restoration.fullname, _RESTORATION_COLUMNS)
 
 
 def _booking_row(b: domain.Booking) -> tuple[Any, ...]:
