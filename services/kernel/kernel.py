@@ -76,6 +76,11 @@ class Prepared:
     good: list[Message] = field(default_factory=list)
     poison: list[Poison] = field(default_factory=list)
 
+    def extend(self, more: Prepared) -> None:
+        """Add records fetched after these, keeping fetch order."""
+        self.good += more.good
+        self.poison += more.poison
+
 
 BatchHandler = Callable[[UnitOfWork, Sequence[Envelope[Any]]], Awaitable[None]]
 

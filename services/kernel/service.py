@@ -10,7 +10,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    ConsumerStoppedError,
+    IllegalStateError,
+    KafkaError,
+)
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -111,7 +116,8 @@ class Service:
 
         One transaction at a time, in fetch order; each batch's offsets are committed after its
         own transaction, never before, and in batch order. The decoding of the next batch
-        overlaps the transaction, and the offset commit overlaps the next transaction.
+        overlaps the transaction, and the offset commit overlaps the next transaction. What
+        arrived during the wait is fetched into the batch before its transaction begins.
         """
         if self.kernel is None:
             raise RuntimeError("the service has not started")
@@ -121,6 +127,11 @@ class Service:
         prepared = self.kernel.prepare(records)
         if not await self._previous_finished(records):
             return
+        # What arrived while the transaction before ran joins this batch: otherwise, at a low
+        # rate, it would wait for this whole transaction as well before its own began.
+        if meanwhile := await self._arrived_meanwhile(message.consumer, len(records)):
+            records = [*records, *meanwhile]
+            prepared.extend(self.kernel.prepare(meanwhile))
         finishing = self._finish(message.consumer, records, prepared)
         if self._draining:
             await finishing
@@ -140,6 +151,18 @@ class Service:
         # commit at a time, and never more than one behind the transactions.
         await self._offsets_committed()
         self._committing = asyncio.create_task(commit(consumer, records))
+
+    async def _arrived_meanwhile(self, consumer: Any, fetched: int) -> list[RawRecord]:
+        """Records already fetched into the consumer's buffer, up to a batch; none when draining."""
+        room = self.settings.batch_max_records - fetched
+        if room <= 0 or self._draining:
+            return []
+        try:
+            more = await consumer.getmany(timeout_ms=0, max_records=room)
+        except (ConsumerStoppedError, IllegalStateError, KafkaError) as exc:
+            log.warning("could not add what arrived meanwhile to the batch: %r", exc)
+            return []
+        return [record for part in more.values() for record in part]
 
     async def _offsets_committed(self) -> None:
         """Wait for the offset commit in flight. One that failed only means redelivery, which

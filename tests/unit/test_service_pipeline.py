@@ -38,6 +38,7 @@ class Journal:
     fail_once: set[int] = field(default_factory=set)
     fail_commit_once: set[int] = field(default_factory=set)
     sought: dict[TopicPartition, int] = field(default_factory=dict)
+    arriving: list[Record] = field(default_factory=list)
 
 
 class Kernel:
@@ -72,6 +73,18 @@ class Consumer:
             self.journal.fail_commit_once -= failing
             raise ValueError("an error aiokafka does not expect")
         self.journal.steps.append(f"commit {sorted(offsets.values())}")
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[int, list[Record]]:
+        """What reached the buffer since the last fetch, without waiting for more."""
+        assert timeout_ms == 0
+        taken = self.journal.arriving[:max_records]
+        del self.journal.arriving[:max_records]
+        if taken:
+            self.journal.steps.append(f"fetch {[r.offset for r in taken]}")
+        fetched: dict[int, list[Record]] = {}
+        for r in taken:
+            fetched.setdefault(r.partition, []).append(r)
+        return fetched
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.journal.sought[tp] = offset
@@ -177,3 +190,43 @@ async def test_a_batch_handled_while_draining_has_its_offsets_committed_at_once(
     await service.handle(Message([Record(0, 10)], consumer))  # type: ignore[arg-type]
 
     assert journal.steps == ["decode 10", "apply 10", "committing [11]", "commit [11]"]
+
+
+async def test_what_arrives_during_a_transaction_joins_the_batch_waiting_for_it() -> None:
+    journal = Journal()
+    service = _service(journal)
+    consumer = Consumer(journal)
+
+    await service.handle(Message([Record(0, 10)], consumer))  # type: ignore[arg-type]
+    # Batch 11 was fetched while batch 10's transaction ran; 12 and 13 arrived after that.
+    journal.arriving = [Record(0, 12), Record(1, 30)]
+    await service.handle(Message([Record(0, 11)], consumer))  # type: ignore[arg-type]
+    await service.drain()
+
+    assert journal.steps == [
+        "decode 10",
+        "decode 11",
+        "apply 10",
+        "committing [11]",
+        "fetch [12, 30]",  # once batch 10's transaction was over, not when 11 was fetched
+        "decode 12",
+        "apply 11",  # one transaction for 11, 12 and 30
+        "commit [11]",
+        "committing [13, 31]",
+        "commit [13, 31]",
+    ]
+
+
+async def test_a_batch_is_topped_up_to_its_size_and_no_further() -> None:
+    journal = Journal()
+    service = _service(journal)
+    consumer = Consumer(journal)
+    full = Settings().batch_max_records
+    journal.arriving = [Record(1, n) for n in range(full)]
+
+    await service.handle(Message([Record(0, 10), Record(0, 11)], consumer))  # type: ignore[arg-type]
+    await service.drain()
+
+    assert f"fetch {list(range(full - 2))}" in journal.steps
+    assert journal.steps[-1] == f"commit {[12, full - 2]}"
+    assert [r.offset for r in journal.arriving] == [full - 2, full - 1]
