@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.kernel import metrics
 from services.kernel.db import is_transient
@@ -22,7 +22,13 @@ _PARTITIONER = DefaultPartitioner()
 
 
 class Relay:
-    """One relay per process; an advisory lock lets one of a service's relays publish at a time."""
+    """One relay per process; an advisory lock lets one of a service's relays publish at a time.
+
+    The relay that takes the lock keeps it, on a connection of its own in autocommit, until it
+    stops or the connection fails: a round is then its select and its mark, with no
+    transaction, lock or commit of its own around them. The server frees the lock when that
+    connection's session ends, however the process ends.
+    """
 
     def __init__(
         self,
@@ -43,6 +49,7 @@ class Relay:
         self._after_publish = after_publish
         self._wake = asyncio.Event()
         self._stopping = False
+        self._holder: AsyncConnection | None = None
         self._lock_key = zlib.crc32(f"outbox:{tables.outbox.schema}".encode())
         schema = tables.outbox.schema
         self._select = text(
@@ -64,34 +71,35 @@ class Relay:
 
     async def run(self) -> None:
         """Relay until `stop()`: what is committed by then is published first."""
-        while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
-            self._wake.clear()
-            try:
-                # A short round emptied the outbox: what commits later wakes the relay again,
-                # so there is no need for a round that only finds nothing.
-                while await self.drain_once() >= self._batch:
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a relay must outlive any failure
-                level = logging.WARNING if is_transient(exc) else logging.ERROR
-                log.log(level, "outbox relay failed, will retry: %r", exc)
-                await asyncio.sleep(self._poll_interval_s)
+        try:
+            while not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
+                self._wake.clear()
+                try:
+                    # A short round emptied the outbox: what commits later wakes the relay
+                    # again, so there is no need for a round that only finds nothing.
+                    while await self.drain_once() >= self._batch:
+                        pass
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a relay must outlive any failure
+                    level = logging.WARNING if is_transient(exc) else logging.ERROR
+                    log.log(level, "outbox relay failed, will retry: %r", exc)
+                    await asyncio.sleep(self._poll_interval_s)
+        finally:
+            await self.close()
 
     async def drain_once(self) -> int:
         """Publish one batch of unsent rows; return how many were sent (0: nothing to do)."""
-        async with self._engine.begin() as conn:
-            locked = await conn.scalar(
-                text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": self._lock_key}
-            )
-            if not locked:
-                # Another process is relaying this outbox and drains what we committed; look
-                # again soon in case it had just finished.
-                self._wake.set()
-                await asyncio.sleep(0.02)
-                return 0
+        conn = await self._lock_held()
+        if conn is None:
+            # Another process is relaying this outbox and drains what we committed; look
+            # again soon in case it has just stopped.
+            self._wake.set()
+            await asyncio.sleep(0.02)
+            return 0
+        try:
             rows = (await conn.execute(self._select, {"limit": self._batch})).all()
             if not rows:
                 return 0
@@ -99,8 +107,41 @@ class Relay:
             await asyncio.gather(*futures)
             self._after_publish()
             await conn.execute(self._mark, {"ids": [r[0] for r in rows]})
+        except BaseException:
+            # The connection may be broken: let the lock go with it, and take it again.
+            await self.close()
+            raise
         metrics.PUBLISHED.labels(self.service).inc(len(rows))
         return len(rows)
+
+    async def close(self) -> None:
+        """Let the lock go: the connection's session ends, it never returns to the pool."""
+        holder, self._holder = self._holder, None
+        if holder is not None:
+            with contextlib.suppress(Exception):
+                await holder.invalidate()
+            with contextlib.suppress(Exception):
+                await holder.close()
+
+    async def _lock_held(self) -> AsyncConnection | None:
+        """This relay's connection holding the outbox's lock; None while another holds it."""
+        if self._holder is not None:
+            return self._holder
+        conn = await self._engine.connect()
+        try:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            locked = await conn.scalar(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": self._lock_key}
+            )
+        except BaseException:
+            await conn.invalidate()
+            await conn.close()
+            raise
+        if not locked:
+            await conn.close()
+            return None
+        self._holder = conn
+        return conn
 
     async def _send(self, rows: Sequence[Any]) -> list[asyncio.Future[Any]]:
         """Send rows in order, a batch per partition: far cheaper than a `send` per message.

@@ -259,6 +259,7 @@ async def test_the_relay_publishes_in_commit_order_and_marks_rows_sent(db: Async
     causes = [orjson.loads(v)["causation_id"] for _, v in producer.sent]
     assert [c for c in causes if c in ids] == ids
     assert await relay.drain_once() == 0
+    await relay.close()
     rows = [r for i in ids for r in await _outbox(db, i)]
     assert len(rows) == 3
     assert all(r.sent_at is not None for r in rows)
@@ -288,6 +289,7 @@ async def test_the_relay_keeps_each_key_on_one_partition_in_outbox_order(
     relay = Relay("kernel-test", db, tables, producer)
     while await relay.drain_once():
         pass
+    await relay.close()
 
     partitions_of: dict[str, set[int]] = {}
     steps_of: dict[str, list[int]] = {}
@@ -299,6 +301,64 @@ async def test_the_relay_keeps_each_key_on_one_partition_in_outbox_order(
     assert all(len(p) == 1 for p in partitions_of.values())  # a key keeps its partition
     assert len(set().union(*partitions_of.values())) > 1  # and keys are spread over several
     assert steps_of == {key: [0, 1, 2, 3, 4] for key in keys}  # in outbox order
+
+
+async def _commit_a_plan(db: AsyncEngine) -> str:
+    event_id = str(uuid.uuid4())
+    await _kernel(db, Handler(), DeadLetters()).handle(
+        [Record(_plan(events.new_business(), "free", event_id), 1)]
+    )
+    return event_id
+
+
+def _causes(producer: Producer) -> set[str]:
+    return {orjson.loads(v)["causation_id"] for _, v in producer.sent}
+
+
+async def _two_relays(db: AsyncEngine) -> tuple[Relay, Producer, Relay, Producer]:
+    """Two processes' relays of one outbox; the first has drained it and holds its lock."""
+    first, second = Producer(), Producer()
+    holder = Relay("kernel-test", db, tables, first)
+    while await holder.drain_once():
+        pass
+    return holder, first, Relay("kernel-test", db, tables, second), second
+
+
+async def test_one_relay_keeps_the_outbox_until_it_closes(db: AsyncEngine) -> None:
+    holder, first, other, second = await _two_relays(db)
+
+    waiting = await _commit_a_plan(db)
+    assert await other.drain_once() == 0  # the lock is still the first relay's
+    assert waiting not in _causes(second)
+
+    await holder.close()
+    assert await other.drain_once() >= 1
+    assert waiting in _causes(second)
+    assert waiting not in _causes(first)
+    await other.close()
+
+
+async def test_a_relay_whose_session_ends_lets_another_take_the_outbox(db: AsyncEngine) -> None:
+    holder, _, other, second = await _two_relays(db)
+    async with db.connect() as conn:
+        # The process is gone as far as the server can tell: its session ends, its lock too.
+        ended = await conn.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND objid::text::bigint = :k"
+            ),
+            {"k": holder._lock_key},
+        )
+    assert ended == 1
+
+    waiting = await _commit_a_plan(db)
+    assert await other.drain_once() >= 1
+    assert waiting in _causes(second)
+    with pytest.raises(Exception, match="connection"):
+        await holder.drain_once()  # its connection is gone: it lets it go
+    assert await holder.drain_once() == 0  # and finds the outbox taken
+    await other.close()
+    await holder.close()
 
 
 async def test_every_copy_of_an_event_counts_as_a_delivery(db: AsyncEngine) -> None:
