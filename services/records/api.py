@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import date
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, or_, select
 
 from contracts import topics
@@ -89,25 +91,23 @@ async def create_records(
 async def create_many(uow: UnitOfWork, sales: Sequence[Sale]) -> list[str]:
     """Rule 5 for many sales in a few statements; returns the records created, in sale order."""
     today = uow.now.date()
-    of_record: dict[str, Sale] = {}
+    of_record: dict[str, _Terms] = {}
     rows: list[tuple[Any, ...]] = []
     for sale in sales:
-        origin = sale.origin.model_dump(mode="json")
-        discount = sale.package.discount.model_dump(mode="json")
-        expires_on = domain.expires_on(sale.package, today)
+        terms = _Terms.of(sale, today)
         for key in _record_keys(sale):
-            of_record[key[0]] = sale
+            of_record[key[0]] = terms
             rows.append(
                 (
                     *key,
                     sale.business_id,
                     sale.client_id,
                     sale.package.package_id,
-                    origin,
+                    orjson.Fragment(terms.origin),
                     sale.paid,
                     "active",
-                    expires_on,
-                    discount,
+                    terms.expires_on,
+                    orjson.Fragment(terms.discount),
                     today,
                 )
             )
@@ -121,41 +121,64 @@ async def create_many(uow: UnitOfWork, sales: Sequence[Sale]) -> list[str]:
         _INSERT_SERVICES,
         {
             "rows": pack(
-                [
-                    (rid, s.service_id, s.sessions)
-                    for rid in created
-                    for s in of_record[rid].package.services
-                ]
+                [(rid, b.service_id, b.total) for rid in created for b in of_record[rid].balances]
             )
         },
     )
-    await repository.note(
-        uow.conn,
-        [
-            {
-                "record_id": rid,
-                "kind": "created",
-                "actor": repository.actor_json(of_record[rid].cause.actor),
-                "detail": {
-                    "origin": of_record[rid].origin.model_dump(mode="json"),
-                    "paid": of_record[rid].paid,
-                },
-            }
-            for rid in created
-        ],
-    )
-    states = {row.record_id: row for row in await repository.state_rows(uow.conn, created)}
+    history: list[repository.HistoryRow] = []
     for rid in created:
-        row, sale = states[rid], of_record[rid]
-        state = repository.state_json(row, row.status, repository.balances_of(row))
+        terms = of_record[rid]
+        sale = terms.sale
+        detail = {"origin": orjson.Fragment(terms.origin), "paid": sale.paid}
+        history.append((rid, "created", repository.actor_json(sale.cause.actor), None, detail))
+        # A record just created is what its sale says: its state needs no reading back.
         uow.publish_json(
             topics.RECORD_CREATED,
-            row.client_id,
-            state,
+            sale.client_id,
+            repository.state_json(terms.created(rid), "active", terms.balances),
             business_id=sale.business_id,
             cause=sale.cause,
         )
+    await repository.note_rows(uow.conn, history)
     return created
+
+
+@dataclass(frozen=True, slots=True)
+class _Terms:
+    """What every record of one sale starts with; the JSON fields as their contract JSON."""
+
+    sale: Sale
+    expires_on: date | None
+    origin: bytes
+    discount: bytes
+    balances: list[domain.Balance]
+
+    @classmethod
+    def of(cls, sale: Sale, today: date) -> _Terms:
+        discount = sale.package.discount
+        return cls(
+            sale,
+            domain.expires_on(sale.package, today),
+            sale.origin.__pydantic_serializer__.to_json(sale.origin),
+            discount.__pydantic_serializer__.to_json(discount),
+            sorted(
+                (domain.Balance(s.service_id, s.sessions) for s in sale.package.services),
+                key=lambda b: b.service_id,
+            ),
+        )
+
+    def created(self, record_id: str) -> repository.StateRow:
+        """The record `record_id` of this sale as `repository.state_json` reads it."""
+        sale = self.sale
+        return repository.StateRow(
+            record_id,
+            sale.client_id,
+            sale.package.package_id,
+            sale.paid,
+            self.expires_on,
+            self.origin,
+            self.discount,
+        )
 
 
 def _record_keys(sale: Sale) -> list[tuple[str, str | None, str | None, int | None, str | None]]:

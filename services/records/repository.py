@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from datetime import date
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import delete, func, select, text, update
@@ -153,14 +154,26 @@ async def state_rows(conn: AsyncConnection, record_ids: Sequence[str]) -> Sequen
     return (await conn.execute(_STATES, {"ids": list(record_ids)})).all() if record_ids else []
 
 
+class StateRow(NamedTuple):
+    """The fields of a record `state_json` reads besides its status and balances."""
+
+    record_id: str
+    client_id: str
+    package_id: str
+    paid: bool
+    expires_on: date | None
+    origin: str | bytes  # contract JSON
+    discount: str | bytes  # contract JSON
+
+
 def balances_of(row: Any) -> list[Balance]:
     """The balances of a `state_rows` row (a record without services has one row of nulls)."""
     balances = zip(row.service_ids, row.totals, row.used, strict=True)
     return [Balance(*b) for b in balances if b[0] is not None]
 
 
-def state_json(row: Any, status: RecordStatus, balances: Sequence[Balance]) -> bytes:
-    """`RecordState`'s JSON straight from a `state_rows` row, fields in the contract's order.
+def state_json(row: StateRow | Any, status: RecordStatus, balances: Sequence[Balance]) -> bytes:
+    """`RecordState`'s JSON from a `state_rows` row or a `StateRow`, fields in contract order.
 
     Every part of it was validated when it was written, and it is published for nearly every
     booking: building and validating the model again would double the cost of a redemption.

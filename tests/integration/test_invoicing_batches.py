@@ -14,6 +14,7 @@ from contracts.codec import decode
 from services.catalog.tables import package
 from services.invoicing.handlers import Invoicing
 from services.kernel.unit_of_work import UnitOfWork
+from services.records import repository as records_repository
 from services.records.domain import record_id
 from services.records.tables import package_record
 from tests.support import events
@@ -21,10 +22,10 @@ from tests.support import events
 pytest_plugins = ["tests.integration.redemption_db"]  # a PostgreSQL of its own
 
 
-async def _business(engine: AsyncEngine) -> str:
-    """A business with the active package `pkg-relax10` in its catalog."""
+async def _business(engine: AsyncEngine, **terms_given: Any) -> str:
+    """A business with the active package `pkg-relax10` (these terms) in its catalog."""
     business = events.new_business()
-    terms = events.package(business)["data"]
+    terms = events.package(business, **terms_given)["data"]
     async with engine.begin() as conn:
         await conn.execute(
             package.insert().values(
@@ -114,3 +115,35 @@ async def test_an_invoice_published_twice_in_a_batch_sells_its_records_once(
 
     assert len(await _records(redemption_engine, business)) == 1
     assert [r.topic for r in uow.outbox] == [topics.RECORD_CREATED]
+
+
+async def test_a_created_record_is_published_as_it_reads_back(
+    redemption_engine: AsyncEngine,
+) -> None:
+    services = [
+        {"service_id": "svc-sauna", "sessions": None},
+        {"service_id": "svc-facial", "sessions": 3},
+        {"service_id": "svc-massage-60", "sessions": 10},
+    ]
+    business = await _business(
+        redemption_engine,
+        services=services,
+        discount={"type": "amount", "value": {"amount": "12.50", "currency": "EUR"}},
+        validity={"type": "until", "until": "2027-06-30"},
+    )
+    sold = events.invoice(business, lines=[events.package_line("l1", quantity=2)], paid=True)
+
+    uow = await _handle(redemption_engine, sold)
+
+    created = [orjson.loads(r.payload)["data"] for r in uow.outbox]
+    async with redemption_engine.connect() as conn:
+        stored = await records_repository.states(conn, [c["package_record_id"] for c in created])
+    assert len(created) == 2
+    for published in created:
+        assert published == stored[published["package_record_id"]].model_dump(mode="json")
+    assert [s["service_id"] for s in created[0]["services"]] == [
+        "svc-facial",
+        "svc-massage-60",
+        "svc-sauna",
+    ]
+    assert created[0]["origin"] == {"type": "invoice", "invoice_id": "inv-1", "line_id": "l1"}
