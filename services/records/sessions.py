@@ -39,7 +39,8 @@ _STATUS_COLUMNS: Columns = (("record_id", "text"), ("status", "text"))
 # Rows are locked in record id order, so two batches over the same records cannot deadlock.
 _LOCK_RECORDS = text(
     "SELECT p.record_id, p.business_id, p.client_id, p.package_id, p.status, p.paid,"
-    " p.expires_on, p.created_on, p.seq, CAST(p.discount AS text) AS discount"
+    " p.expires_on, p.created_on, p.seq, CAST(p.discount AS text) AS discount,"
+    " CAST(p.origin AS text) AS origin"
     f" FROM {_RECORDS} p WHERE p.record_id IN ("
     f" SELECT q.record_id FROM {_RECORDS} q"
     f"  JOIN ({unpack(_CLIENT_COLUMNS, 'clients')}) AS c"
@@ -78,6 +79,8 @@ class Redeemable:
     record: Record
     discount: Discount
     seq: int
+    discount_json: str  # as stored: the contract's JSON
+    origin_json: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +132,7 @@ def _redeemable(row: Any, balances: list[Balance]) -> Redeemable:
         created_on=row.created_on,
         balances=tuple(balances),
     )
-    return Redeemable(record, _discount(row.discount), row.seq)
+    return Redeemable(record, _discount(row.discount), row.seq, row.discount, row.origin)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -138,8 +141,14 @@ def _discount(document: str) -> Discount:
     return _DISCOUNT.validate_json(document)
 
 
-async def move_sessions(uow: UnitOfWork, moves: Sequence[SessionMove]) -> list[str]:
-    """Apply session moves set-based, note them, publish each changed record once; returns them."""
+async def move_sessions(
+    uow: UnitOfWork, moves: Sequence[SessionMove], locked: Iterable[Redeemable]
+) -> list[str]:
+    """Apply session moves set-based, note them, publish each changed record once; returns them.
+
+    `locked` are the records `lock_records` locked in this transaction, the moved ones among
+    them: their state after the moves follows from them without reading them again.
+    """
     if not moves:
         return []
     deltas: dict[tuple[str, str, str], int] = {}
@@ -155,16 +164,46 @@ async def move_sessions(uow: UnitOfWork, moves: Sequence[SessionMove]) -> list[s
         if result.rowcount != len(changed):
             raise LookupError("a session move names a record or service its business does not have")
     await _note(uow.conn, moves)
-    record_ids = sorted({r for _, r, _ in changed})
-    states = await _settle(uow.conn, record_ids)
+    by_id = {r.record.record_id: r for r in locked}
+    moved: dict[str, dict[str, int]] = {}
+    for (_, record_id, service_id), delta in changed.items():
+        moved.setdefault(record_id, {})[service_id] = delta
     last = {m.record_id: m for m in moves}
-    for rid in record_ids:
-        client_id, state = states[rid]
+    statuses: dict[str, RecordStatus] = {}
+    for rid in sorted(moved):
+        if rid not in by_id:
+            raise LookupError(f"record {rid} moved without being locked first")
+        client_id, status, state = _settled(by_id[rid], moved[rid])
+        if status != by_id[rid].record.status:
+            statuses[rid] = status
         move = last[rid]
         uow.publish_json(
             topics.RECORD_UPDATED, client_id, state, business_id=move.business_id, cause=move.cause
         )
-    return record_ids
+    if statuses:
+        await uow.conn.execute(_SET_STATUS, {"rows": pack(list(statuses.items()))})
+    return sorted(moved)
+
+
+def _settled(locked: Redeemable, deltas: dict[str, int]) -> tuple[str, RecordStatus, bytes]:
+    """A locked record after its moves: its client, its status (active or exhausted from the
+    new balances) and its state's JSON."""
+    record = locked.record
+    balances = [
+        Balance(b.service_id, b.total, b.used + deltas.get(b.service_id, 0))
+        for b in sorted(record.balances, key=lambda b: b.service_id)
+    ]
+    status = status_for(record.status, balances)
+    row = repository.StateRow(
+        record.record_id,
+        record.client_id,
+        record.package_id,
+        record.paid,
+        record.expires_on,
+        locked.origin_json,
+        locked.discount_json,
+    )
+    return record.client_id, status, repository.state_json(row, status, balances)
 
 
 async def _note(conn: AsyncConnection, moves: Sequence[SessionMove]) -> None:
@@ -181,20 +220,3 @@ async def _note(conn: AsyncConnection, moves: Sequence[SessionMove]) -> None:
 def _detail(m: SessionMove) -> dict[str, str]:
     detail = {"service_id": m.service_id, "event_id": str(m.cause.event_id)}
     return detail | ({"reason": m.reason} if m.reason else {})
-
-
-async def _settle(conn: AsyncConnection, record_ids: list[str]) -> dict[str, tuple[str, bytes]]:
-    """Active or exhausted from the new balances; returns each record's client and state JSON."""
-    if not record_ids:
-        return {}
-    settled: dict[str, tuple[str, bytes]] = {}
-    moved: dict[str, RecordStatus] = {}
-    for row in await repository.state_rows(conn, record_ids):
-        balances = repository.balances_of(row)
-        status = status_for(row.status, balances)
-        if status != row.status:
-            moved[row.record_id] = status
-        settled[row.record_id] = (row.client_id, repository.state_json(row, status, balances))
-    if moved:
-        await conn.execute(_SET_STATUS, {"rows": pack(list(moved.items()))})
-    return settled

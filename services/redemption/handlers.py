@@ -66,11 +66,10 @@ async def handle_batch(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None
     keys = sorted({(e.business_id, e.data.booking_id) for e in events})
     await _lock_bookings(uow.conn, keys)
     bookings = await _load_bookings(uow.conn, keys)
-    ledger = domain.Ledger(
-        await records.lock_records(
-            uow.conn, _clients(events, bookings.values()), _held_records(bookings.values())
-        )
+    locked = await records.lock_records(
+        uow.conn, _clients(events, bookings.values()), _held_records(bookings.values())
     )
+    ledger = domain.Ledger(locked)
     today = uow.now.date()
     changes = _Changes()
     for event in events:
@@ -83,7 +82,7 @@ async def handle_batch(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None
         else:
             bookings[key] = outcome.booking
             changes.add(uow, event, outcome)
-    await changes.write(uow, bookings)
+    await changes.write(uow, bookings, locked)
 
 
 def _clients(
@@ -204,8 +203,13 @@ class _Changes:
                 cause=event,
             )
 
-    async def write(self, uow: UnitOfWork, bookings: Mapping[BookingKey, domain.Booking]) -> None:
-        """Bookings, redemptions, restorations, then the records' sessions."""
+    async def write(
+        self,
+        uow: UnitOfWork,
+        bookings: Mapping[BookingKey, domain.Booking],
+        locked: Sequence[records.Redeemable],
+    ) -> None:
+        """Bookings, redemptions, restorations, then the sessions of the locked records."""
         conn = uow.conn
         touched = [bookings[k] for k in sorted(self.touched)]
         await execute_rows(conn, _UPSERT_BOOKINGS, [_booking_row(b) for b in touched])
@@ -226,7 +230,7 @@ class _Changes:
                 for r in self.removed
             ],
         )
-        await records.move_sessions(uow, self.moves)
+        await records.move_sessions(uow, self.moves, locked)
 
     async def _insert_redemptions(self, conn: AsyncConnection) -> dict[domain.Held, int]:
         """Insert the batch's redemptions, those already let go of marked so; returns their ids."""

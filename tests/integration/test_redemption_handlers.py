@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from contracts import topics
 from contracts.outbound import RecordState
 from services.records import api as records
+from services.records import repository as records_repository
 from services.redemption import api as redemption_api
 from services.redemption.tables import redemption, restoration
 from tests.support.redemption import (
@@ -569,3 +570,7 @@ async def test_a_published_record_state_is_the_contract_model_of_the_stored_reco
     ]
     assert balances == [(FACIAL, None, 0, None), (MASSAGE, 2, 2, 0)]
     assert published["status"] == "active"  # the unlimited facial keeps it alive
+    # Built from the rows locked at the start of the batch: it is what reads back afterwards.
+    async with shop.engine.connect() as conn:
+        stored = await records_repository.states(conn, [record])
+    assert published == stored[record].model_dump(mode="json")

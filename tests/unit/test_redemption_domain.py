@@ -62,6 +62,8 @@ def record(
         ),
         discount,
         next(_sold),
+        discount.model_dump_json(),
+        '{"type": "assignment", "assignment_id": "as-1"}',
     )
 
 
