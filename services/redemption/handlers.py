@@ -233,17 +233,14 @@ class _Changes:
         await records.move_sessions(uow, self.moves, locked)
 
     async def _insert_redemptions(self, conn: AsyncConnection) -> dict[domain.Held, int]:
-        """Insert the batch's redemptions, those already let go of marked so; returns their ids."""
-        if not self.made:
-            return {}
-        result = await conn.execute(
-            _NEW_REDEMPTION_IDS, {"table": redemption.fullname, "n": len(self.made)}
-        )
-        ids = {r.held: new_id for r, new_id in zip(self.made, result.scalars(), strict=True)}
+        """Insert the batch's redemptions, those already let go of marked so.
+
+        Returns the ids of those let go of in this batch, which their restorations name; the
+        others take theirs from the sequence as they are inserted, a round trip fewer.
+        """
         let_go = {r.held for r in self.removed}
         rows = [
             (
-                ids[r.held],
                 r.booking.business_id,
                 r.booking.booking_id,
                 r.booking.client_id,
@@ -256,7 +253,15 @@ class _Changes:
             )
             for r in self.made
         ]
-        await execute_rows(conn, _INSERT_REDEMPTIONS, rows)
+        if not any(row[-1] for row in rows):
+            await execute_rows(conn, _INSERT_REDEMPTIONS, rows)
+            return {}
+        result = await conn.execute(
+            _NEW_REDEMPTION_IDS, {"table": redemption.fullname, "n": len(self.made)}
+        )
+        ids = {r.held: new_id for r, new_id in zip(self.made, result.scalars(), strict=True)}
+        numbered = [(ids[r.held], *row) for r, row in zip(self.made, rows, strict=True)]
+        await execute_rows(conn, _INSERT_NUMBERED_REDEMPTIONS, numbered)
         return ids
 
 
@@ -301,7 +306,8 @@ _UPSERT_BOOKINGS = insert_rows(
     + ", ".join(f"{c} = excluded.{c}" for c, _ in _BOOKING_COLUMNS[2:])
     + ", updated_at = now()",
 )
-_INSERT_REDEMPTIONS = insert_rows(redemption.fullname, _REDEMPTION_COLUMNS)
+_INSERT_NUMBERED_REDEMPTIONS = insert_rows(redemption.fullname, _REDEMPTION_COLUMNS)
+_INSERT_REDEMPTIONS = insert_rows(redemption.fullname, _REDEMPTION_COLUMNS[1:])
 _INSERT_RESTORATIONS = insert_rows(restoration.fullname, _RESTORATION_COLUMNS)
 
 
