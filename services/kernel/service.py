@@ -209,7 +209,9 @@ class Service:
             **s.kafka_options(),
             enable_idempotence=True,
             acks="all",
-            linger_ms=2,
+            # The relay hands over whole batches, all before the sender next runs: lingering
+            # would only delay them.
+            linger_ms=0,
             max_batch_size=512 * 1024,
             max_request_size=2 * 1024 * 1024,
         )
