@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -50,6 +51,7 @@ class Relay:
         self._wake = asyncio.Event()
         self._stopping = False
         self._holder: AsyncConnection | None = None
+        self._next_try = 0.0
         self._lock_key = zlib.crc32(f"outbox:{tables.outbox.schema}".encode())
         schema = tables.outbox.schema
         self._select = text(
@@ -94,11 +96,7 @@ class Relay:
         """Publish one batch of unsent rows; return how many were sent (0: nothing to do)."""
         conn = await self._lock_held()
         if conn is None:
-            # Another process is relaying this outbox and drains what we committed; look
-            # again soon in case it has just stopped.
-            self._wake.set()
-            await asyncio.sleep(0.02)
-            return 0
+            return 0  # another process's relay publishes what this one's commits wrote
         try:
             rows = (await conn.execute(self._select, {"limit": self._batch})).all()
             if not rows:
@@ -127,6 +125,10 @@ class Relay:
         """This relay's connection holding the outbox's lock; None while another holds it."""
         if self._holder is not None:
             return self._holder
+        if time.monotonic() < self._next_try:
+            return None
+        # Should the holder stop, the lock is free: look once per poll, not at every commit.
+        self._next_try = time.monotonic() + self._poll_interval_s
         conn = await self._engine.connect()
         try:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -140,7 +142,7 @@ class Relay:
         if not locked:
             await conn.close()
             return None
-        self._holder = conn
+        self._holder, self._next_try = conn, 0.0
         return conn
 
     async def _send(self, rows: Sequence[Any]) -> list[asyncio.Future[Any]]:

@@ -315,13 +315,16 @@ def _causes(producer: Producer) -> set[str]:
     return {orjson.loads(v)["causation_id"] for _, v in producer.sent}
 
 
-async def _two_relays(db: AsyncEngine) -> tuple[Relay, Producer, Relay, Producer]:
+async def _two_relays(
+    db: AsyncEngine, poll_interval_s: float = 0.001
+) -> tuple[Relay, Producer, Relay, Producer]:
     """Two processes' relays of one outbox; the first has drained it and holds its lock."""
     first, second = Producer(), Producer()
     holder = Relay("kernel-test", db, tables, first)
     while await holder.drain_once():
         pass
-    return holder, first, Relay("kernel-test", db, tables, second), second
+    other = Relay("kernel-test", db, tables, second, poll_interval_s=poll_interval_s)
+    return holder, first, other, second
 
 
 async def test_one_relay_keeps_the_outbox_until_it_closes(db: AsyncEngine) -> None:
@@ -332,9 +335,22 @@ async def test_one_relay_keeps_the_outbox_until_it_closes(db: AsyncEngine) -> No
     assert waiting not in _causes(second)
 
     await holder.close()
+    await asyncio.sleep(0.01)  # its next look for the lock
     assert await other.drain_once() >= 1
     assert waiting in _causes(second)
     assert waiting not in _causes(first)
+    await other.close()
+
+
+async def test_a_relay_without_the_lock_looks_for_it_once_per_poll(db: AsyncEngine) -> None:
+    holder, _, other, second = await _two_relays(db, poll_interval_s=60)
+    assert await other.drain_once() == 0
+    waiting = await _commit_a_plan(db)
+    await holder.close()
+
+    # Commits wake it far more often than it polls: it does not ask the server each time.
+    assert await other.drain_once() == 0
+    assert waiting not in _causes(second)
     await other.close()
 
 
