@@ -168,7 +168,11 @@ class Kernel:
         metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - prepared.started)
 
     async def _apply_isolating_poison(self, batch: list[Message]) -> list[Poison]:
-        """Apply the batch; if it fails for good, apply its messages one by one."""
+        """Apply the batch; if it fails for good, apply each half the same way, in order.
+
+        A poison message among n good ones costs about 2 log2(n) transactions rather than n,
+        and the good ones still apply in their order.
+        """
         try:
             await self._apply_retrying_transient(batch)
         except Exception as exc:  # noqa: BLE001 - anything else is the batch's own fault
@@ -177,13 +181,9 @@ class Kernel:
             log.info("batch of %d failed (%r); isolating the poison", len(batch), exc)
         else:
             return []
-        poison: list[Poison] = []
-        for message in batch:
-            try:
-                await self._apply_retrying_transient([message])
-            except Exception as exc:  # noqa: BLE001
-                poison.extend(await self._retry_alone(message, exc))
-        return poison
+        middle = len(batch) // 2
+        first = await self._apply_isolating_poison(batch[:middle])
+        return first + await self._apply_isolating_poison(batch[middle:])
 
     async def _retry_alone(self, message: Message, first: Exception) -> list[Poison]:
         """Give one failing message its remaining attempts, then call it poison."""

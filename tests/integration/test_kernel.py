@@ -154,6 +154,19 @@ async def test_a_poison_message_does_not_sink_the_good_ones(db: AsyncEngine) -> 
     assert "cannot handle" in dead.parked[0].error
 
 
+async def test_a_poison_message_is_found_by_halving_the_batch(db: AsyncEngine) -> None:
+    good = [events.new_business() for _ in range(63)]
+    bad = events.new_business()
+    businesses = [*good[:40], bad, *good[40:]]
+    handler, dead = Handler(poison={bad}), DeadLetters()
+    await _kernel(db, handler, dead).handle([Record(_plan(b), n) for n, b in enumerate(businesses)])
+    assert await _seen(db, good) == 63
+    assert [p.record.offset for p in dead.parked] == [40]
+    # 1 for the batch, 2 per halving down to the poison (6 halvings of 64), 1 more attempt:
+    # one message at a time would have taken 65.
+    assert handler.calls == 1 + 2 * 6 + 1
+
+
 async def test_undecodable_records_are_parked_and_the_rest_applies(db: AsyncEngine) -> None:
     good = events.new_business()
     dead = DeadLetters()
