@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: str | None = None
     database_ssl: Literal["disable", "prefer", "require", "verify-full"] = "disable"
 
-    batch_max_records: int = Field(500, ge=1, le=10_000)
+    batch_max_records: int = Field(1000, ge=1, le=10_000)
     batch_timeout_ms: int = Field(20, ge=1, le=10_000)
     max_attempts: int = Field(
         3, ge=1, le=100, description="Tries of a failing message before it is dead-lettered"
