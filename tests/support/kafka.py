@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import orjson
@@ -63,9 +63,14 @@ class Reader:
         count: int,
         timeout: float = 60.0,  # noqa: ASYNC109 - a reading deadline
         settle: float = 0.0,
+        distinct: Callable[[ConsumerRecord[bytes, bytes]], Hashable] | None = None,
     ) -> list[ConsumerRecord[bytes, bytes]]:
-        """Read until `count` kept records (then `settle` more seconds for extras) or time out."""
+        """Read until `count` kept records (then `settle` more seconds for extras) or time out.
+
+        With `distinct`, copies of a record (the same `distinct` of it) count once.
+        """
         kept: list[ConsumerRecord[bytes, bytes]] = []
+        seen: set[Hashable] = set()
         deadline = time.monotonic() + timeout
         settle_until: float | None = None
         while time.monotonic() < deadline:
@@ -75,7 +80,8 @@ class Reader:
                     self.records.append(r)
                     if keep(r):
                         kept.append(r)
-            if len(kept) >= count and settle_until is None:
+                        seen.add(distinct(r) if distinct else len(kept))
+            if len(seen) >= count and settle_until is None:
                 settle_until = time.monotonic() + settle
             if settle_until is not None and time.monotonic() >= settle_until:
                 return kept
