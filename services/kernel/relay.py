@@ -52,6 +52,9 @@ class Relay:
         self._stopping = False
         self._holder: AsyncConnection | None = None
         self._next_try = 0.0
+        self._committed = False
+        self._channel = f"{tables.outbox.schema}_outbox"
+        self._notify = text(f"NOTIFY {self._channel}")
         self._lock_key = zlib.crc32(f"outbox:{tables.outbox.schema}".encode())
         schema = tables.outbox.schema
         self._select = text(
@@ -69,7 +72,17 @@ class Relay:
 
     def wake(self) -> None:
         """Something was committed: publish it now rather than at the next poll."""
+        self._committed = True
         self._wake.set()
+
+    def _notified(self, *_: object) -> None:
+        """Another process's relay says its process committed rows to publish."""
+        self._wake.set()
+
+    async def _tell_holder(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(self._notify)
 
     async def run(self) -> None:
         """Relay until `stop()`: what is committed by then is published first."""
@@ -96,17 +109,27 @@ class Relay:
         """Publish one batch of unsent rows; return how many were sent (0: nothing to do)."""
         conn = await self._lock_held()
         if conn is None:
-            return 0  # another process's relay publishes what this one's commits wrote
+            # Another process's relay holds the outbox: it publishes what this one committed.
+            if self._committed:
+                self._committed = False
+                await self._tell_holder()
+            return 0
+        futures: list[asyncio.Future[Any]] = []
         try:
             rows = (await conn.execute(self._select, {"limit": self._batch})).all()
             if not rows:
                 return 0
-            futures = await self._send(rows)
+            await self._send(rows, futures)
             await asyncio.gather(*futures)
             self._after_publish()
             await conn.execute(self._mark, {"ids": [r[0] for r in rows]})
+        except Exception:
+            # What the producer was given finishes before another relay may take the lock and
+            # publish newer rows of the same keys; the lock goes with the connection.
+            await asyncio.gather(*futures, return_exceptions=True)
+            await self.close()
+            raise
         except BaseException:
-            # The connection may be broken: let the lock go with it, and take it again.
             await self.close()
             raise
         metrics.PUBLISHED.labels(self.service).inc(len(rows))
@@ -135,8 +158,15 @@ class Relay:
             locked = await conn.scalar(
                 text("SELECT pg_try_advisory_lock(:k)"), {"k": self._lock_key}
             )
+            if locked:
+                # The other processes' relays say here when their processes commit.
+                raw = await conn.get_raw_connection()
+                await raw.driver_connection.add_listener(  # type: ignore[union-attr]
+                    self._channel, self._notified
+                )
         except BaseException:
-            await conn.invalidate()
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
             await conn.close()
             raise
         if not locked:
@@ -145,14 +175,14 @@ class Relay:
         self._holder, self._next_try = conn, 0.0
         return conn
 
-    async def _send(self, rows: Sequence[Any]) -> list[asyncio.Future[Any]]:
+    async def _send(self, rows: Sequence[Any], futures: list[asyncio.Future[Any]]) -> None:
         """Send rows in order, a batch per partition: far cheaper than a `send` per message.
 
         Partitions are chosen as `send` would (murmur2 of the key), so a key keeps its
-        partition; within a partition, rows keep their outbox order.
+        partition; within a partition, rows keep their outbox order. Each batch's delivery
+        future joins `futures` as soon as the producer has it.
         """
         producer = self._producer
-        futures: list[asyncio.Future[Any]] = []
         batches: dict[tuple[str, int], Any] = {}
         partitions: dict[str, list[int]] = {}
         for _id, topic, key, payload in rows:
@@ -170,4 +200,3 @@ class Relay:
                     raise ValueError(f"an outbox row of {len(payload)} bytes fits in no batch")
         for (topic, partition), batch in batches.items():
             futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures

@@ -355,6 +355,28 @@ async def test_one_relay_keeps_the_outbox_until_it_closes(db: AsyncEngine) -> No
     await other.close()
 
 
+async def test_a_relay_without_the_lock_wakes_the_one_holding_it(db: AsyncEngine) -> None:
+    first, second = Producer(), Producer()
+    holder = Relay("kernel-test", db, tables, first, poll_interval_s=60)
+    other = Relay("kernel-test", db, tables, second, poll_interval_s=60)
+    while await holder.drain_once():
+        pass
+    running = asyncio.create_task(holder.run())  # it would next look in a minute
+    try:
+        waiting = await _commit_a_plan(db)
+        other.wake()  # its own process committed
+        assert await other.drain_once() == 0
+        for _ in range(100):
+            if waiting in _causes(first):
+                break
+            await asyncio.sleep(0.02)
+        assert waiting in _causes(first)  # at once, not at the holder's next poll
+    finally:
+        holder.stop()
+        await running
+        await other.close()
+
+
 async def test_a_relay_without_the_lock_looks_for_it_once_per_poll(db: AsyncEngine) -> None:
     holder, _, other, second = await _two_relays(db, poll_interval_s=60)
     assert await other.drain_once() == 0
