@@ -48,7 +48,7 @@ async def load(
         await conn.execute(
             select(record_service)
             .where(record_service.c.record_id.in_(ids))
-            .order_by(record_service.c.record_id, record_service.c.service_id)
+            .order_by(record_service.c.record_id, record_service.c.service_id.collate("C"))
         )
     ).all()
     by_record: dict[str, list[Balance]] = {i: [] for i in ids}
@@ -140,9 +140,9 @@ def actor_json(actor: Actor | None) -> dict[str, str] | None:
 _STATES = text(
     "SELECT p.record_id, p.client_id, p.package_id, p.paid, p.status, p.expires_on,"
     " CAST(p.origin AS text) AS origin, CAST(p.discount AS text) AS discount,"
-    " array_agg(s.service_id ORDER BY s.service_id) AS service_ids,"
-    " array_agg(s.sessions_total ORDER BY s.service_id) AS totals,"
-    " array_agg(s.sessions_used ORDER BY s.service_id) AS used"
+    ' array_agg(s.service_id ORDER BY s.service_id COLLATE "C") AS service_ids,'
+    ' array_agg(s.sessions_total ORDER BY s.service_id COLLATE "C") AS totals,'
+    ' array_agg(s.sessions_used ORDER BY s.service_id COLLATE "C") AS used'
     f" FROM {package_record.fullname} p"
     f" LEFT JOIN {record_service.fullname} s ON s.record_id = p.record_id"
     " WHERE p.record_id = ANY(CAST(:ids AS text[])) GROUP BY p.record_id ORDER BY p.record_id"

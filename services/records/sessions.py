@@ -54,7 +54,7 @@ _LOCK_RECORDS = text(
 
 _BALANCES = text(
     f"SELECT record_id, service_id, sessions_total, sessions_used FROM {_SERVICES}"
-    " WHERE record_id = ANY(CAST(:ids AS text[])) ORDER BY record_id, service_id"
+    ' WHERE record_id = ANY(CAST(:ids AS text[])) ORDER BY record_id, service_id COLLATE "C"'
 )
 
 # The join on package_record keeps a move from touching another business's record.
