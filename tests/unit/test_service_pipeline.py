@@ -230,3 +230,19 @@ async def test_a_batch_is_topped_up_to_its_size_and_no_further() -> None:
     assert f"fetch {list(range(full - 2))}" in journal.steps
     assert journal.steps[-1] == f"commit {[12, full - 2]}"
     assert [r.offset for r in journal.arriving] == [full - 2, full - 1]
+
+
+async def test_a_topped_up_batch_that_fails_is_fetched_again_whole() -> None:
+    journal = Journal(fail_once={10}, arriving=[Record(0, 11), Record(1, 30)])
+    service = _service(journal)
+    consumer = Consumer(journal)
+
+    await service.handle(Message([Record(0, 10)], consumer))  # type: ignore[arg-type]
+    await service.handle(Message([Record(0, 12)], consumer))  # type: ignore[arg-type]
+
+    # The records the batch took in while it waited go back with it.
+    assert journal.sought == {
+        TopicPartition("booking.created", 0): 10,
+        TopicPartition("booking.created", 1): 30,
+    }
+    assert not any(step.startswith("commit") for step in journal.steps)
