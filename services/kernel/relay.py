@@ -102,6 +102,9 @@ class Relay:
                     level = logging.WARNING if is_transient(exc) else logging.ERROR
                     log.log(level, "outbox relay failed, will retry: %r", exc)
                     await asyncio.sleep(self._poll_interval_s)
+            # A commit may have woken it during its last round: what is committed by now goes.
+            while await self.drain_once() >= self._batch:
+                pass
         finally:
             await self.close()
 

@@ -377,6 +377,19 @@ async def test_a_relay_without_the_lock_wakes_the_one_holding_it(db: AsyncEngine
         await other.close()
 
 
+async def test_a_stopping_relay_publishes_what_is_committed_before_it_ends(
+    db: AsyncEngine,
+) -> None:
+    producer = Producer()
+    relay = Relay("kernel-test", db, tables, producer, poll_interval_s=60)
+    waiting = await _commit_a_plan(db)
+    relay.stop()  # before its loop ever ran a round
+
+    await relay.run()
+
+    assert waiting in _causes(producer)
+
+
 async def test_a_relay_without_the_lock_looks_for_it_once_per_poll(db: AsyncEngine) -> None:
     holder, _, other, second = await _two_relays(db, poll_interval_s=60)
     assert await other.drain_once() == 0
