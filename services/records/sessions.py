@@ -189,9 +189,10 @@ def _settled(locked: Redeemable, deltas: dict[str, int]) -> tuple[str, RecordSta
     """A locked record after its moves: its client, its status (active or exhausted from the
     new balances) and its state's JSON."""
     record = locked.record
+    # `lock_records` loaded the balances in the order a published state lists them.
     balances = [
         Balance(b.service_id, b.total, b.used + deltas.get(b.service_id, 0))
-        for b in sorted(record.balances, key=lambda b: b.service_id)
+        for b in record.balances
     ]
     status = status_for(record.status, balances)
     row = repository.StateRow(
