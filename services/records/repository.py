@@ -110,7 +110,7 @@ _HISTORY_COLUMNS: Columns = (
     ("booking_id", "text"),
     ("detail", "jsonb"),
 )
-_INSERT_HISTORY = insert_rows(record_event.fullname, _HISTORY_COLUMNS)
+INSERT_HISTORY = insert_rows(record_event.fullname, _HISTORY_COLUMNS)
 HistoryRow = tuple[str, str, dict[str, Any] | None, str | None, dict[str, Any] | None]
 
 
@@ -127,7 +127,7 @@ async def note(conn: AsyncConnection, entries: Sequence[dict[str, Any]]) -> None
 
 async def note_rows(conn: AsyncConnection, rows: Sequence[HistoryRow]) -> None:
     """Append to records' histories: (record_id, kind, actor, booking_id, detail) each."""
-    await execute_rows(conn, _INSERT_HISTORY, rows)
+    await execute_rows(conn, INSERT_HISTORY, rows)
 
 
 def actor_json(actor: Actor | None) -> dict[str, str] | None:

@@ -21,6 +21,7 @@ from contracts.inbound import Discount
 from contracts.outbound import RecordStatus
 from services.kernel.rows import Columns, pack, unpack
 from services.kernel.unit_of_work import UnitOfWork
+from services.kernel.writes import Writes
 from services.records import repository
 from services.records.domain import Balance, Record, status_for
 from services.records.tables import package_record, record_service
@@ -141,10 +142,14 @@ def _discount(document: str) -> Discount:
     return _DISCOUNT.validate_json(document)
 
 
-async def move_sessions(
-    uow: UnitOfWork, moves: Sequence[SessionMove], locked: Iterable[Redeemable]
+def move_sessions(
+    uow: UnitOfWork,
+    writes: Writes,
+    moves: Sequence[SessionMove],
+    locked: Iterable[Redeemable],
 ) -> list[str]:
-    """Apply session moves set-based, note them, publish each changed record once; returns them.
+    """Queue session moves set-based with their history in `writes`, and publish each changed
+    record once; returns them.
 
     `locked` are the records `lock_records` locked in this transaction, the moved ones among
     them: their state after the moves follows from them without reading them again.
@@ -156,14 +161,12 @@ async def move_sessions(
         key = (m.business_id, m.record_id, m.service_id)
         deltas[key] = deltas.get(key, 0) + _DELTA[m.kind]
     changed = {k: d for k, d in deltas.items() if d}
-    if changed:
-        result = await uow.conn.execute(
-            _ADD_USED,
-            {"rows": pack([(*key, delta) for key, delta in changed.items()])},
-        )
-        if result.rowcount != len(changed):
-            raise LookupError("a session move names a record or service its business does not have")
-    await _note(uow.conn, moves)
+    writes.add(
+        _ADD_USED,
+        [(*key, delta) for key, delta in changed.items()],
+        unmatched="a session move names a record or service its business does not have",
+    )
+    writes.add(repository.INSERT_HISTORY, [_history(m) for m in moves])
     by_id = {r.record.record_id: r for r in locked}
     moved: dict[str, dict[str, int]] = {}
     for (_, record_id, service_id), delta in changed.items():
@@ -180,8 +183,7 @@ async def move_sessions(
         uow.publish_json(
             topics.RECORD_UPDATED, client_id, state, business_id=move.business_id, cause=move.cause
         )
-    if statuses:
-        await uow.conn.execute(_SET_STATUS, {"rows": pack(list(statuses.items()))})
+    writes.add(_SET_STATUS, list(statuses.items()))
     return sorted(moved)
 
 
@@ -207,15 +209,9 @@ def _settled(locked: Redeemable, deltas: dict[str, int]) -> tuple[str, RecordSta
     return record.client_id, status, repository.state_json(row, status, balances)
 
 
-async def _note(conn: AsyncConnection, moves: Sequence[SessionMove]) -> None:
-    """History rows: each redemption, restoration and release with its booking."""
-    await repository.note_rows(
-        conn,
-        [
-            (m.record_id, m.kind, repository.actor_json(m.cause.actor), m.booking_id, _detail(m))
-            for m in moves
-        ],
-    )
+def _history(m: SessionMove) -> repository.HistoryRow:
+    """The history row of a redemption, restoration or release, with its booking."""
+    return (m.record_id, m.kind, repository.actor_json(m.cause.actor), m.booking_id, _detail(m))
 
 
 def _detail(m: SessionMove) -> dict[str, str]:

@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from contracts import topics
 from contracts.base import Envelope, Money
 from contracts.outbound import PackageApplied, PackageNotApplied, PackageRemoved
-from services.kernel.rows import Columns, execute_rows, insert_rows, pack, unpack
+from services.kernel.rows import Columns, insert_rows, pack, unpack
 from services.kernel.unit_of_work import UnitOfWork
+from services.kernel.writes import Writes
 from services.records import api as records
 from services.redemption import domain
 from services.redemption.tables import booking, redemption, restoration
@@ -209,17 +210,20 @@ class _Changes:
         bookings: Mapping[BookingKey, domain.Booking],
         locked: Sequence[records.Redeemable],
     ) -> None:
-        """Bookings, redemptions, restorations, then the sessions of the locked records."""
+        """Bookings, redemptions, restorations, then the sessions of the locked records.
+
+        All but the marking of let-go redemptions go in one statement.
+        """
         conn = uow.conn
+        writes = Writes()
         touched = [bookings[k] for k in sorted(self.touched)]
-        await execute_rows(conn, _UPSERT_BOOKINGS, [_booking_row(b) for b in touched])
+        writes.add(_UPSERT_BOOKINGS, [_booking_row(b) for b in touched])
         stored = [r.held.stored_id for r in self.removed if r.held.stored_id is not None]
         if stored:
-            # Before the inserts: the booking's new hold needs the old one let go of first.
+            # Now, before the inserts: a booking's new hold needs its old one let go of first.
             await conn.execute(_MARK_REMOVED, {"ids": stored})
-        ids = await self._insert_redemptions(conn)
-        await execute_rows(
-            conn,
+        ids = await self._insert_redemptions(conn, writes)
+        writes.add(
             _INSERT_RESTORATIONS,
             [
                 (
@@ -230,10 +234,13 @@ class _Changes:
                 for r in self.removed
             ],
         )
-        await records.move_sessions(uow, self.moves, locked)
+        records.move_sessions(uow, writes, self.moves, locked)
+        await writes.run(conn)
 
-    async def _insert_redemptions(self, conn: AsyncConnection) -> dict[domain.Held, int]:
-        """Insert the batch's redemptions, those already let go of marked so.
+    async def _insert_redemptions(
+        self, conn: AsyncConnection, writes: Writes
+    ) -> dict[domain.Held, int]:
+        """Queue the batch's redemptions, those already let go of marked so.
 
         Returns the ids of those let go of in this batch, which their restorations name; the
         others take theirs from the sequence as they are inserted, a round trip fewer.
@@ -254,14 +261,14 @@ class _Changes:
             for r in self.made
         ]
         if not any(row[-1] for row in rows):
-            await execute_rows(conn, _INSERT_REDEMPTIONS, rows)
+            writes.add(_INSERT_REDEMPTIONS, rows)
             return {}
         result = await conn.execute(
             _NEW_REDEMPTION_IDS, {"table": redemption.fullname, "n": len(self.made)}
         )
         ids = {r.held: new_id for r, new_id in zip(self.made, result.scalars(), strict=True)}
         numbered = [(ids[r.held], *row) for r, row in zip(self.made, rows, strict=True)]
-        await execute_rows(conn, _INSERT_NUMBERED_REDEMPTIONS, numbered)
+        writes.add(_INSERT_NUMBERED_REDEMPTIONS, numbered)
         return ids
 
 
