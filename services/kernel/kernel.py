@@ -6,11 +6,13 @@ import asyncio
 import logging
 import time
 import uuid
+import zlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -83,6 +85,8 @@ class Prepared:
 
 
 BatchHandler = Callable[[UnitOfWork, Sequence[Envelope[Any]]], Awaitable[None]]
+# What a batch's messages must hold alone while it runs (a booking, say): any strings.
+LockKeys = Callable[[Sequence[Envelope[Any]]], Iterable[str]]
 
 
 class DeadLetters(Protocol):
@@ -103,11 +107,14 @@ class Kernel:
         handler: BatchHandler,
         dead_letters: DeadLetters,
         *,
+        lock_keys: LockKeys | None = None,
         max_attempts: int = 3,
         max_backoff_s: float = 5.0,
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], Any] | None = None,
     ) -> None:
+        """`lock_keys` names what two consumers of the service must not handle at once: a
+        batch takes a transaction lock on each of its keys before its handler runs."""
         self.service = service
         self._engine = engine
         self._handler = handler
@@ -116,13 +123,28 @@ class Kernel:
         self._max_backoff_s = max_backoff_s
         self._on_commit = on_commit
         self._clock = clock
+        self._lock_keys = lock_keys
+        self._lock_space = zlib.crc32(service.encode()) & 0x7FFFFFFF
         schema = tables.inbox.schema
-        self._insert_inbox = text(
+        insert = (
             f"INSERT INTO {schema}.inbox"
             " (consumer, event_id, event_type, kafka_partition, kafka_offset, deliveries)"
             f" SELECT :consumer, v.* FROM ({unpack(_INBOX_COLUMNS)}) AS v"
+        )
+        if lock_keys:
+            # The locks come with the inbox, a round trip fewer. The handler's statements run
+            # after it, so each reads what a batch that held a key before committed. Keys are
+            # locked in one order, so two batches cannot deadlock on them.
+            insert = (
+                "WITH locked AS (SELECT count(pg_advisory_xact_lock(:space, k)) AS n FROM ("
+                " SELECT DISTINCT hashtext(x) AS k"
+                " FROM jsonb_array_elements_text(CAST(:keys AS jsonb)) AS x ORDER BY k) AS keys) "
+                f"{insert} WHERE (SELECT n FROM locked) >= 0"
+            )
+        self._insert_inbox = text(
+            insert
             # A redelivery only counts itself: `xmax = 0` tells a fresh row from an updated one.
-            " ON CONFLICT (consumer, event_id)"
+            + " ON CONFLICT (consumer, event_id)"
             f" DO UPDATE SET deliveries = {schema}.inbox.deliveries + EXCLUDED.deliveries"
             " RETURNING event_id, (xmax = 0) AS fresh"
         )
@@ -238,6 +260,7 @@ class Kernel:
             result = await conn.execute(
                 self._insert_inbox,
                 {
+                    **self._locks([m.envelope for m in unique.values()]),
                     "consumer": self.service,
                     "rows": pack(
                         [
@@ -262,6 +285,14 @@ class Kernel:
         self._count(batch, envelopes, uow)
         if uow.outbox:
             self._on_commit()
+
+    def _locks(self, envelopes: list[Envelope[Any]]) -> dict[str, Any]:
+        if self._lock_keys is None:
+            return {}
+        return {
+            "space": self._lock_space,
+            "keys": orjson.dumps(list(self._lock_keys(envelopes))).decode(),
+        }
 
     async def write_outbox(self, uow: UnitOfWork) -> None:
         """Write the outcomes and outbound events a unit of work gathered."""

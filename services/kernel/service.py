@@ -26,7 +26,7 @@ from contracts.topics import OUTBOUND
 from services.kernel.db import make_engine
 from services.kernel.dead_letters import KafkaDeadLetters
 from services.kernel.faults import crash_after_commit, crash_after_publish, failing_for
-from services.kernel.kernel import BatchHandler, Kernel, Prepared, RawRecord
+from services.kernel.kernel import BatchHandler, Kernel, LockKeys, Prepared, RawRecord
 from services.kernel.relay import Relay
 from services.kernel.settings import Settings
 from services.kernel.tables import KernelTables
@@ -58,6 +58,7 @@ class Service:
         tables: KernelTables,
         handler: BatchHandler,
         *,
+        lock_keys: LockKeys | None = None,
         settings: Settings | None = None,
         timers: Sequence[Timer] = (),
         publishes: Sequence[str] = (),
@@ -66,6 +67,7 @@ class Service:
         self.settings = settings or Settings()
         self._tables = tables
         self._handler = handler
+        self._lock_keys = lock_keys
         self._timers = timers
         self._tasks: list[asyncio.Task[None]] = []
         self.broker = KafkaBroker(
@@ -231,6 +233,7 @@ class Service:
             self._tables,
             failing_for(self._handler, s.fault_fail_event_id),
             KafkaDeadLetters(self.name, self._producer),
+            lock_keys=self._lock_keys,
             max_attempts=s.max_attempts,
             max_backoff_s=s.retry_max_backoff_s,
             on_commit=self.relay.wake,

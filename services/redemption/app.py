@@ -18,6 +18,7 @@ service = Service(
     "redemption",
     kernel,
     handlers.handle_batch,
+    lock_keys=handlers.booking_keys,
     settings=load_settings(),
     publishes=[
         topics.PACKAGE_APPLIED,

@@ -1,8 +1,8 @@
 """The redemption service's unit of work: a whole batch of booking events, set-based.
 
 Booking traffic is the largest of the system, so a batch costs a fixed handful of
-statements whatever its size: lock its bookings, load them, lock and load their clients'
-records, decide every event in memory in order, then write everything at once.
+statements whatever its size: load its bookings (which the kernel has locked), lock and load
+their clients' records, decide every event in memory in order, then write everything at once.
 """
 
 from __future__ import annotations
@@ -33,15 +33,7 @@ _TOPIC: dict[type[domain.Outbound], str] = {
     PackageNotApplied: topics.PACKAGE_NOT_APPLIED,
 }
 
-# Two consumers handling the same booking at once take turns: the booking row may not exist
-# yet, so a row lock cannot do it. Keys are taken in one order, so batches cannot deadlock.
 _KEY_COLUMNS: Columns = (("business_id", "text"), ("booking_id", "text"))
-_LOCK_BOOKINGS = text(
-    "SELECT count(pg_advisory_xact_lock(7304, k)) FROM ("
-    " SELECT DISTINCT hashtext(u.business_id || '/' || u.booking_id) AS k"
-    f" FROM ({unpack(_KEY_COLUMNS, 'keys')}) AS u ORDER BY k) AS keys"
-)
-
 _LOAD_BOOKINGS = text(
     "SELECT b.*, r.id AS held_id, r.record_id AS held_record_id, r.service_id AS held_service_id,"
     " r.price_before AS held_price_before, r.price_after AS held_price_after,"
@@ -62,10 +54,19 @@ _MARK_REMOVED = text(
 )
 
 
+def booking_keys(events: Sequence[Envelope[Any]]) -> list[str]:
+    """What a batch holds alone: its bookings. Two consumers handling the same booking at once
+    take turns (the kernel locks these for the batch): the booking row may not exist yet, so
+    a row lock cannot do it."""
+    return [f"{e.business_id}/{e.data.booking_id}" for e in events]
+
+
 async def handle_batch(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
-    """Rules 9-12 for a batch: load its bookings and records once, decide in order, write once."""
+    """Rules 9-12 for a batch: load its bookings and records once, decide in order, write once.
+
+    Its kernel must hold `booking_keys` for the batch.
+    """
     keys = sorted({(e.business_id, e.data.booking_id) for e in events})
-    await _lock_bookings(uow.conn, keys)
     bookings = await _load_bookings(uow.conn, keys)
     locked = await records.lock_records(
         uow.conn, _clients(events, bookings.values()), _held_records(bookings.values())
@@ -97,10 +98,6 @@ def _clients(
 def _held_records(bookings: Iterable[domain.Booking]) -> set[tuple[str, str]]:
     """The records the batch's bookings hold, should a booking have changed client."""
     return {(b.business_id, b.held.record_id) for b in bookings if b.held is not None}
-
-
-async def _lock_bookings(conn: AsyncConnection, keys: Sequence[BookingKey]) -> None:
-    await conn.execute(_LOCK_BOOKINGS, {"keys": pack(keys)})
 
 
 async def _load_bookings(

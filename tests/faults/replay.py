@@ -22,6 +22,7 @@ from services.invoicing.tables import kernel as invoicing_tables
 from services.kernel.db import make_engine
 from services.kernel.kernel import Kernel, Poison
 from services.kernel.settings import Settings
+from services.redemption.handlers import booking_keys
 from services.redemption.handlers import handle_batch as redeem
 from services.redemption.tables import kernel as redemption_tables
 
@@ -66,7 +67,14 @@ async def replay_in_order(url: str, events: list[dict[str, Any]], business: str)
             "invoicing": Kernel(
                 "invoicing", engine, invoicing_tables, Invoicing(0).handle_batch, _Refuse()
             ),
-            "redemption": Kernel("redemption", engine, redemption_tables, redeem, _Refuse()),
+            "redemption": Kernel(
+                "redemption",
+                engine,
+                redemption_tables,
+                redeem,
+                _Refuse(),
+                lock_keys=booking_keys,
+            ),
         }
         for offset, event in enumerate(events):
             owner = OWNER.get(event["event_type"], "redemption")

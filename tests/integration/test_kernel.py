@@ -437,3 +437,54 @@ async def test_every_copy_of_an_event_counts_as_a_delivery(db: AsyncEngine) -> N
             select(tables.inbox.c.deliveries).where(tables.inbox.c.event_id == uuid.UUID(event_id))
         )
     assert deliveries == 3
+
+
+@dataclass
+class Turns:
+    """Reads a business's plan, waits while `hold` is unset, then writes its own."""
+
+    hold: asyncio.Event | None = None
+    seen: list[str | None] = field(default_factory=list)
+    has_read: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, uow: UnitOfWork, envelopes: Sequence[Envelope[Any]]) -> None:
+        for e in envelopes:
+            self.seen.append(
+                await uow.conn.scalar(
+                    select(plan_seen.c.plan).where(plan_seen.c.business_id == e.business_id)
+                )
+            )
+            self.has_read.set()
+            if self.hold is not None:
+                await self.hold.wait()
+            upsert = insert(plan_seen).values(business_id=e.business_id, plan=e.data.plan)
+            await uow.conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=["business_id"], set_={"plan": upsert.excluded.plan}
+                )
+            )
+
+
+@pytest.mark.parametrize("locking", [True, False], ids=["with lock keys", "without"])
+async def test_batches_sharing_a_lock_key_take_turns(db: AsyncEngine, locking: bool) -> None:
+    business = events.new_business()
+    hold = asyncio.Event()
+    first, second = Turns(hold), Turns()
+
+    def by_business(envelopes: Sequence[Envelope[Any]]) -> list[str]:
+        return [e.business_id for e in envelopes]
+
+    def kernel(handler: Turns) -> Kernel:
+        keys = by_business if locking else None
+        return Kernel("kernel-test", db, tables, handler, DeadLetters(), lock_keys=keys)
+
+    holding = asyncio.create_task(kernel(first).handle([Record(_plan(business, "pro"), 1)]))
+    await first.has_read.wait()
+    waiting = asyncio.create_task(kernel(second).handle([Record(_plan(business, "enterprise"), 2)]))
+    await asyncio.sleep(0.3)
+    # With the keys, the second batch's handler waits for the first batch to commit, and then
+    # reads what it wrote; without them, it runs at once and reads nothing.
+    assert second.seen == ([] if locking else [None])
+    hold.set()
+    await asyncio.gather(holding, waiting)
+    assert second.seen == (["pro"] if locking else [None])

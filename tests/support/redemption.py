@@ -321,7 +321,13 @@ def raw(envelope: Any) -> Raw:
 def redemption_kernel_on(engine: AsyncEngine, clock: Clock, parked: NoDeadLetters) -> Kernel:
     """The redemption service's kernel (inbox, handler, outbox) without Kafka around it."""
     return Kernel(
-        "redemption", engine, redemption_kernel, handlers.handle_batch, parked, clock=clock
+        "redemption",
+        engine,
+        redemption_kernel,
+        handlers.handle_batch,
+        parked,
+        lock_keys=handlers.booking_keys,
+        clock=clock,
     )
 
 
