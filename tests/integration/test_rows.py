@@ -66,3 +66,25 @@ async def test_a_thousand_rows_keep_their_order(engine: AsyncEngine) -> None:
 def test_a_value_json_cannot_carry_exactly_is_refused() -> None:
     with pytest.raises(TypeError, match="bytes"):
         pack([(b"raw bytes",)])
+
+
+async def test_a_small_batch_joins_a_table_through_its_index(engine: AsyncEngine) -> None:
+    # A batch is planned as a few rows: looking each up beats scanning a table of thousands.
+    keys = (("id", "int"),)
+    async with engine.connect() as conn:
+        await conn.execute(text("CREATE TEMP TABLE item (id int PRIMARY KEY, name text)"))
+        await conn.execute(
+            text("INSERT INTO item SELECT i, 'item ' || i FROM generate_series(1, 5000) AS i")
+        )
+        await conn.execute(text("ANALYZE item"))
+        plan = "\n".join(
+            row[0]
+            for row in await conn.execute(
+                text(f"EXPLAIN SELECT item.* FROM ({unpack(keys)}) AS k JOIN item USING (id)"),
+                {"rows": pack([(i,) for i in range(1, 20)])},
+            )
+        )
+        await conn.rollback()
+
+    assert "Index Scan using item_pkey" in plan, plan
+    assert "Seq Scan" not in plan, plan
