@@ -26,8 +26,14 @@ def metadata(schema: str) -> MetaData:
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
 
 
-def make_engine(settings: Settings, pool_size: int | None = None) -> AsyncEngine:
-    """An asyncpg-backed engine; prepared statements are cached per connection."""
+def make_engine(
+    settings: Settings, pool_size: int | None = None, *, pre_ping: bool = True
+) -> AsyncEngine:
+    """An asyncpg-backed engine; prepared statements are cached per connection.
+
+    `pre_ping` tests each connection as it leaves the pool, a round trip each time. Callers
+    that retry work which meets a dropped connection (`is_transient`) can do without it.
+    """
     connect_args: dict[str, object] = {"server_settings": {"application_name": "packages"}}
     if settings.database_ssl != "disable":
         connect_args["ssl"] = settings.database_ssl
@@ -35,7 +41,7 @@ def make_engine(settings: Settings, pool_size: int | None = None) -> AsyncEngine
         settings.database_url.get_secret_value(),
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=2,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         connect_args=connect_args,
         # JSONB columns are read on the hot path: orjson is several times faster than json.

@@ -202,7 +202,9 @@ class Service:
         logging.basicConfig(
             level=s.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
-        self.engine = make_engine(s)
+        # No ping per checkout, a round trip per batch: a batch, relay round or timer that
+        # meets a dropped connection fails transiently and runs again on a fresh one.
+        self.engine = make_engine(s, pre_ping=False)
         # What start-up made lives as long as the process: keep it out of every collection, and
         # let the young generation hold a batch's worth of objects before it is collected.
         gc.freeze()

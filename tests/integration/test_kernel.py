@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from contracts.base import Envelope
 from contracts.outbound import MessageRejected
 from contracts.topics import MESSAGE_REJECTED
-from services.kernel.db import NAMING_CONVENTION
+from services.kernel.db import NAMING_CONVENTION, make_engine
 from services.kernel.kernel import Kernel, Poison
 from services.kernel.relay import Relay
+from services.kernel.settings import Settings
 from services.kernel.tables import kernel_tables
 from services.kernel.unit_of_work import UnitOfWork
 from tests.support import events
@@ -488,3 +489,32 @@ async def test_batches_sharing_a_lock_key_take_turns(db: AsyncEngine, locking: b
     hold.set()
     await asyncio.gather(holding, waiting)
     assert second.seen == (["pro"] if locking else [None])
+
+
+async def test_a_batch_meeting_a_killed_connection_runs_again_on_a_fresh_one(
+    db: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The services' engine does not ping a connection as it leaves the pool.
+    url = db.url.render_as_string(hide_password=False)
+    engine = make_engine(Settings(database_url=url), pool_size=1, pre_ping=False)
+    try:
+        handler = Handler()
+        kernel = Kernel("kernel-test", engine, tables, handler, DeadLetters(), max_backoff_s=0.05)
+        first, second = events.new_business(), events.new_business()
+        await kernel.handle([Record(_plan(first), 1)])
+        async with engine.connect() as conn:
+            pooled = await conn.scalar(text("SELECT pg_backend_pid()"))
+        async with db.connect() as admin:
+            assert await admin.scalar(text("SELECT pg_terminate_backend(:p)"), {"p": pooled})
+
+        dead = DeadLetters()
+        kernel = Kernel("kernel-test", engine, tables, handler, dead, max_backoff_s=0.05)
+        await kernel.handle([Record(_plan(second), 2)])
+
+        assert not dead.parked
+        assert await _seen(db, [first, second]) == 2
+        assert "transient failure, retrying" in caplog.text  # it did meet the killed one
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SELECT pg_backend_pid()")) != pooled
+    finally:
+        await engine.dispose()
