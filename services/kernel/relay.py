@@ -57,9 +57,15 @@ class Relay:
         self._notify = text(f"NOTIFY {self._channel}")
         self._lock_key = zlib.crc32(f"outbox:{tables.outbox.schema}".encode())
         schema = tables.outbox.schema
-        self._select = text(
-            f"SELECT id, topic, key, payload FROM {schema}.outbox"
-            " WHERE sent_at IS NULL ORDER BY id LIMIT :limit"
+        # The rows the last round had acknowledged are marked as the next round is selected,
+        # one round trip; the select still sees them unsent, so it leaves them out by id, as
+        # it does the rows still in flight.
+        self._mark_and_select = text(
+            f"WITH marked AS (UPDATE {schema}.outbox SET sent_at = now()"
+            "  WHERE id = ANY(CAST(:acked AS bigint[])))"
+            f" SELECT id, topic, key, payload FROM {schema}.outbox"
+            " WHERE sent_at IS NULL AND id <> ALL(CAST(:skip AS bigint[]))"
+            " ORDER BY id LIMIT :limit"
         )
         self._mark = text(
             f"UPDATE {schema}.outbox SET sent_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"
@@ -92,10 +98,7 @@ class Relay:
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
                 self._wake.clear()
                 try:
-                    # A short round emptied the outbox: what commits later wakes the relay
-                    # again, so there is no need for a round that only finds nothing.
-                    while await self.drain_once() >= self._batch:
-                        pass
+                    await self.drain()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a relay must outlive any failure
@@ -103,13 +106,18 @@ class Relay:
                     log.log(level, "outbox relay failed, will retry: %r", exc)
                     await asyncio.sleep(self._poll_interval_s)
             # A commit may have woken it during its last round: what is committed by now goes.
-            while await self.drain_once() >= self._batch:
-                pass
+            await self.drain()
         finally:
             await self.close()
 
-    async def drain_once(self) -> int:
-        """Publish one batch of unsent rows; return how many were sent (0: nothing to do)."""
+    async def drain(self) -> int:
+        """Publish unsent rows until none are left; return how many were sent.
+
+        Rounds overlap: while one round's rows wait for the broker's acknowledgement, the
+        next round is selected and the round before is marked sent. A round is sent only once
+        the one before it is acknowledged, so rows of a key never overtake each other, even
+        when a send fails.
+        """
         conn = await self._lock_held()
         if conn is None:
             # Another process's relay holds the outbox: it publishes what this one committed.
@@ -117,15 +125,31 @@ class Relay:
                 self._committed = False
                 await self._tell_holder()
             return 0
+        sent = 0
+        acked: list[int] = []
+        in_flight: list[int] = []
         futures: list[asyncio.Future[Any]] = []
         try:
-            rows = (await conn.execute(self._select, {"limit": self._batch})).all()
-            if not rows:
-                return 0
-            await self._send(rows, futures)
-            await asyncio.gather(*futures)
-            self._after_publish()
-            await conn.execute(self._mark, {"ids": [r[0] for r in rows]})
+            while True:
+                rows = (
+                    await conn.execute(
+                        self._mark_and_select,
+                        {"acked": acked, "skip": acked + in_flight, "limit": self._batch},
+                    )
+                ).all()
+                acked = []
+                if in_flight:
+                    await asyncio.gather(*futures)
+                    self._after_publish()
+                    metrics.PUBLISHED.labels(self.service).inc(len(in_flight))
+                    sent += len(in_flight)
+                    acked, in_flight, futures = in_flight, [], []
+                if not rows:
+                    break
+                in_flight = [r[0] for r in rows]
+                await self._send(rows, futures)
+            if acked:
+                await conn.execute(self._mark, {"ids": acked})
         except Exception:
             # What the producer was given finishes before another relay may take the lock and
             # publish newer rows of the same keys; the lock goes with the connection.
@@ -135,8 +159,7 @@ class Relay:
         except BaseException:
             await self.close()
             raise
-        metrics.PUBLISHED.labels(self.service).inc(len(rows))
-        return len(rows)
+        return sent
 
     async def close(self) -> None:
         """Let the lock go: the connection's session ends, it never returns to the pool."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,40 +268,44 @@ async def test_the_relay_publishes_in_commit_order_and_marks_rows_sent(db: Async
     )
     producer = Producer()
     relay = Relay("kernel-test", db, tables, producer)
-    while await relay.drain_once():
+    while await relay.drain():
         pass
     causes = [orjson.loads(v)["causation_id"] for _, v in producer.sent]
     assert [c for c in causes if c in ids] == ids
-    assert await relay.drain_once() == 0
+    assert await relay.drain() == 0
     await relay.close()
     rows = [r for i in ids for r in await _outbox(db, i)]
     assert len(rows) == 3
     assert all(r.sent_at is not None for r in rows)
 
 
+async def _commit_rejections(db: AsyncEngine, rows: list[tuple[str, str]]) -> None:
+    """Commit a `message.rejected` to the outbox for each (key, rejected event id), in order."""
+    async with db.begin() as conn:
+        uow = UnitOfWork(conn, "kernel-test")
+        for key, rejected in rows:
+            uow.publish(
+                MESSAGE_REJECTED,
+                key,
+                MessageRejected(
+                    rejected_event_id=rejected,
+                    rejected_event_type="business.plan_changed",
+                    reason="test",
+                    detail="",
+                ),
+                business_id="b-relay",
+            )
+        await _kernel(db, Handler(), DeadLetters()).write_outbox(uow)
+
+
 async def test_the_relay_keeps_each_key_on_one_partition_in_outbox_order(
     db: AsyncEngine,
 ) -> None:
     keys = [f"cli-{n}" for n in range(8)]
-    async with db.begin() as conn:
-        uow = UnitOfWork(conn, "kernel-test")
-        for step in range(5):
-            for key in keys:
-                uow.publish(
-                    MESSAGE_REJECTED,
-                    key,
-                    MessageRejected(
-                        rejected_event_id=f"{key}/{step}",
-                        rejected_event_type="business.plan_changed",
-                        reason="test",
-                        detail="",
-                    ),
-                    business_id="b-relay",
-                )
-        await _kernel(db, Handler(), DeadLetters()).write_outbox(uow)
+    await _commit_rejections(db, [(key, f"{key}/{step}") for step in range(5) for key in keys])
     producer = Producer(partitions=3)
     relay = Relay("kernel-test", db, tables, producer)
-    while await relay.drain_once():
+    while await relay.drain():
         pass
     await relay.close()
 
@@ -335,7 +339,7 @@ async def _two_relays(
     """Two processes' relays of one outbox; the first has drained it and holds its lock."""
     first, second = Producer(), Producer()
     holder = Relay("kernel-test", db, tables, first)
-    while await holder.drain_once():
+    while await holder.drain():
         pass
     other = Relay("kernel-test", db, tables, second, poll_interval_s=poll_interval_s)
     return holder, first, other, second
@@ -345,12 +349,12 @@ async def test_one_relay_keeps_the_outbox_until_it_closes(db: AsyncEngine) -> No
     holder, first, other, second = await _two_relays(db)
 
     waiting = await _commit_a_plan(db)
-    assert await other.drain_once() == 0  # the lock is still the first relay's
+    assert await other.drain() == 0  # the lock is still the first relay's
     assert waiting not in _causes(second)
 
     await holder.close()
     await asyncio.sleep(0.01)  # its next look for the lock
-    assert await other.drain_once() >= 1
+    assert await other.drain() >= 1
     assert waiting in _causes(second)
     assert waiting not in _causes(first)
     await other.close()
@@ -360,13 +364,13 @@ async def test_a_relay_without_the_lock_wakes_the_one_holding_it(db: AsyncEngine
     first, second = Producer(), Producer()
     holder = Relay("kernel-test", db, tables, first, poll_interval_s=60)
     other = Relay("kernel-test", db, tables, second, poll_interval_s=60)
-    while await holder.drain_once():
+    while await holder.drain():
         pass
     running = asyncio.create_task(holder.run())  # it would next look in a minute
     try:
         waiting = await _commit_a_plan(db)
         other.wake()  # its own process committed
-        assert await other.drain_once() == 0
+        assert await other.drain() == 0
         for _ in range(100):
             if waiting in _causes(first):
                 break
@@ -393,12 +397,12 @@ async def test_a_stopping_relay_publishes_what_is_committed_before_it_ends(
 
 async def test_a_relay_without_the_lock_looks_for_it_once_per_poll(db: AsyncEngine) -> None:
     holder, _, other, second = await _two_relays(db, poll_interval_s=60)
-    assert await other.drain_once() == 0
+    assert await other.drain() == 0
     waiting = await _commit_a_plan(db)
     await holder.close()
 
     # Commits wake it far more often than it polls: it does not ask the server each time.
-    assert await other.drain_once() == 0
+    assert await other.drain() == 0
     assert waiting not in _causes(second)
     await other.close()
 
@@ -417,11 +421,11 @@ async def test_a_relay_whose_session_ends_lets_another_take_the_outbox(db: Async
     assert ended == 1
 
     waiting = await _commit_a_plan(db)
-    assert await other.drain_once() >= 1
+    assert await other.drain() >= 1
     assert waiting in _causes(second)
     with pytest.raises(Exception, match="connection"):
-        await holder.drain_once()  # its connection is gone: it lets it go
-    assert await holder.drain_once() == 0  # and finds the outbox taken
+        await holder.drain()  # its connection is gone: it lets it go
+    assert await holder.drain() == 0  # and finds the outbox taken
     await other.close()
     await holder.close()
 
@@ -518,3 +522,72 @@ async def test_a_batch_meeting_a_killed_connection_runs_again_on_a_fresh_one(
             assert await conn.scalar(text("SELECT pg_backend_pid()")) != pooled
     finally:
         await engine.dispose()
+
+
+class HeldProducer(Producer):
+    """A producer whose deliveries are acknowledged only when the test says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[asyncio.Future[None]] = []
+
+    async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future[None]:
+        await super().send_batch(batch, topic, partition=partition)
+        held: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append(held)
+        return held
+
+
+async def _until(done: Callable[[], Awaitable[bool]]) -> None:
+    for _ in range(500):
+        if await done():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not reached in 5 s")
+
+
+async def test_a_relay_round_goes_only_once_the_one_before_is_acknowledged(
+    db: AsyncEngine,
+) -> None:
+    leftovers = Relay("kernel-test", db, tables, Producer())
+    await leftovers.drain()  # what other tests left
+    await leftovers.close()
+    await _commit_rejections(db, [("one-key", f"held/{step}") for step in range(6)])
+    producer = HeldProducer()
+    relay = Relay("kernel-test", db, tables, producer, batch=2)
+    draining = asyncio.create_task(relay.drain())
+
+    async def sent(n: int) -> bool:
+        return len(producer.sent) >= n
+
+    async def unsent() -> list[str]:
+        async with db.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT convert_from(payload, 'UTF8')::jsonb->'data'->>'rejected_event_id'"
+                    " FROM kernel_test.outbox WHERE sent_at IS NULL ORDER BY id"
+                )
+            )
+            return [r[0] for r in rows]
+
+    await _until(lambda: sent(2))
+    await asyncio.sleep(0.2)
+    assert len(producer.sent) == 2  # the next round waits for this one's acknowledgement
+    producer.pending[0].set_result(None)
+    await _until(lambda: sent(4))
+
+    async def first_round_marked() -> bool:
+        return len(await unsent()) == 4
+
+    # The first round is marked sent while the second is still in flight.
+    await _until(first_round_marked)
+    assert await unsent() == [f"held/{n}" for n in range(2, 6)]
+    producer.pending[1].set_result(None)
+    await _until(lambda: sent(6))
+    producer.pending[2].set_result(None)
+    assert await draining == 6
+    await relay.close()
+
+    assert await unsent() == []
+    steps = [orjson.loads(v)["data"]["rejected_event_id"] for _, v in producer.sent]
+    assert steps == [f"held/{n}" for n in range(6)]
