@@ -64,7 +64,9 @@ class Relay:
             f"WITH marked AS (UPDATE {schema}.outbox SET sent_at = now()"
             "  WHERE id = ANY(CAST(:acked AS bigint[])))"
             f" SELECT id, topic, key, payload FROM {schema}.outbox"
-            " WHERE sent_at IS NULL AND id <> ALL(CAST(:skip AS bigint[]))"
+            # NOT IN a subquery is hashed: the skipped ids are the lowest unsent ones, which
+            # the scan meets first.
+            " WHERE sent_at IS NULL AND id NOT IN (SELECT unnest(CAST(:skip AS bigint[])))"
             " ORDER BY id LIMIT :limit"
         )
         self._mark = text(
@@ -111,55 +113,65 @@ class Relay:
             await self.close()
 
     async def drain(self) -> int:
-        """Publish unsent rows until none are left; return how many were sent.
+        """Publish unsent rows until a round comes back short; return how many were sent.
 
         Rounds overlap: while one round's rows wait for the broker's acknowledgement, the
-        next round is selected and the round before is marked sent. A round is sent only once
-        the one before it is acknowledged, so rows of a key never overtake each other, even
-        when a send fails.
+        next round is selected and the rounds acknowledged before it are marked sent. A round
+        is sent only once the one before it is acknowledged, so rows of a key never overtake
+        each other, even when a send fails.
         """
         conn = await self._lock_held()
         if conn is None:
             # Another process's relay holds the outbox: it publishes what this one committed.
             if self._committed:
-                self._committed = False
                 await self._tell_holder()
+                self._committed = False
             return 0
         sent = 0
-        acked: list[int] = []
+        acked: list[int] = []  # acknowledged, not yet marked sent
         in_flight: list[int] = []
         futures: list[asyncio.Future[Any]] = []
+        more = True
         try:
             while True:
-                rows = (
-                    await conn.execute(
-                        self._mark_and_select,
-                        {"acked": acked, "skip": acked + in_flight, "limit": self._batch},
-                    )
-                ).all()
-                acked = []
+                rows: Sequence[Any] = []
+                if more:
+                    rows = (
+                        await conn.execute(
+                            self._mark_and_select,
+                            {"acked": acked, "skip": acked + in_flight, "limit": self._batch},
+                        )
+                    ).all()
+                    acked = []
                 if in_flight:
                     await asyncio.gather(*futures)
                     self._after_publish()
                     metrics.PUBLISHED.labels(self.service).inc(len(in_flight))
                     sent += len(in_flight)
-                    acked, in_flight, futures = in_flight, [], []
+                    acked, in_flight, futures = acked + in_flight, [], []
                 if not rows:
                     break
                 in_flight = [r[0] for r in rows]
                 await self._send(rows, futures)
-            if acked:
-                await conn.execute(self._mark, {"ids": acked})
+                # A short round found all there was: what commits later wakes the relay again.
+                more = len(rows) >= self._batch
+            await self._mark_sent(conn, acked)
         except Exception:
             # What the producer was given finishes before another relay may take the lock and
             # publish newer rows of the same keys; the lock goes with the connection.
             await asyncio.gather(*futures, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._mark_sent(conn, acked)  # else they go again: duplicates, in order
             await self.close()
             raise
         except BaseException:
             await self.close()
             raise
         return sent
+
+    async def _mark_sent(self, conn: AsyncConnection, ids: list[int]) -> None:
+        if ids:
+            await conn.execute(self._mark, {"ids": ids})
 
     async def close(self) -> None:
         """Let the lock go: the connection's session ends, it never returns to the pool."""
