@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 import uuid
-import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -85,8 +84,15 @@ class Prepared:
 
 
 BatchHandler = Callable[[UnitOfWork, Sequence[Envelope[Any]]], Awaitable[None]]
-# What a batch's messages must hold alone while it runs (a booking, say): any strings.
-LockKeys = Callable[[Sequence[Envelope[Any]]], Iterable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLocks:
+    """What two consumers of a service must not handle at once (a booking, say): a batch
+    takes a transaction lock on each of its keys, in `space`, before its handler runs."""
+
+    space: int
+    keys: Callable[[Sequence[Envelope[Any]]], Iterable[str]]
 
 
 class DeadLetters(Protocol):
@@ -107,14 +113,13 @@ class Kernel:
         handler: BatchHandler,
         dead_letters: DeadLetters,
         *,
-        lock_keys: LockKeys | None = None,
+        locks: BatchLocks | None = None,
         max_attempts: int = 3,
         max_backoff_s: float = 5.0,
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], Any] | None = None,
     ) -> None:
-        """`lock_keys` names what two consumers of the service must not handle at once: a
-        batch takes a transaction lock on each of its keys before its handler runs."""
+        """`locks`: what a batch holds alone while it is handled, if anything."""
         self.service = service
         self._engine = engine
         self._handler = handler
@@ -123,15 +128,14 @@ class Kernel:
         self._max_backoff_s = max_backoff_s
         self._on_commit = on_commit
         self._clock = clock
-        self._lock_keys = lock_keys
-        self._lock_space = zlib.crc32(service.encode()) & 0x7FFFFFFF
+        self._locks = locks
         schema = tables.inbox.schema
         insert = (
             f"INSERT INTO {schema}.inbox"
             " (consumer, event_id, event_type, kafka_partition, kafka_offset, deliveries)"
             f" SELECT :consumer, v.* FROM ({unpack(_INBOX_COLUMNS)}) AS v"
         )
-        if lock_keys:
+        if locks:
             # The locks come with the inbox, a round trip fewer. The handler's statements run
             # after it, so each reads what a batch that held a key before committed. Keys are
             # locked in one order, so two batches cannot deadlock on them.
@@ -260,7 +264,7 @@ class Kernel:
             result = await conn.execute(
                 self._insert_inbox,
                 {
-                    **self._locks([m.envelope for m in unique.values()]),
+                    **self._lock_params([m.envelope for m in unique.values()]),
                     "consumer": self.service,
                     "rows": pack(
                         [
@@ -286,12 +290,12 @@ class Kernel:
         if uow.outbox:
             self._on_commit()
 
-    def _locks(self, envelopes: list[Envelope[Any]]) -> dict[str, Any]:
-        if self._lock_keys is None:
+    def _lock_params(self, envelopes: list[Envelope[Any]]) -> dict[str, Any]:
+        if self._locks is None:
             return {}
         return {
-            "space": self._lock_space,
-            "keys": orjson.dumps(list(self._lock_keys(envelopes))).decode(),
+            "space": self._locks.space,
+            "keys": orjson.dumps(list(self._locks.keys(envelopes))).decode(),
         }
 
     async def write_outbox(self, uow: UnitOfWork) -> None:

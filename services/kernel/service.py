@@ -26,7 +26,7 @@ from contracts.topics import OUTBOUND
 from services.kernel.db import make_engine
 from services.kernel.dead_letters import KafkaDeadLetters
 from services.kernel.faults import crash_after_commit, crash_after_publish, failing_for
-from services.kernel.kernel import BatchHandler, Kernel, LockKeys, Prepared, RawRecord
+from services.kernel.kernel import BatchHandler, BatchLocks, Kernel, Prepared, RawRecord
 from services.kernel.relay import Relay
 from services.kernel.settings import Settings
 from services.kernel.tables import KernelTables
@@ -58,7 +58,7 @@ class Service:
         tables: KernelTables,
         handler: BatchHandler,
         *,
-        lock_keys: LockKeys | None = None,
+        locks: BatchLocks | None = None,
         settings: Settings | None = None,
         timers: Sequence[Timer] = (),
         publishes: Sequence[str] = (),
@@ -67,7 +67,7 @@ class Service:
         self.settings = settings or Settings()
         self._tables = tables
         self._handler = handler
-        self._lock_keys = lock_keys
+        self._locks = locks
         self._timers = timers
         self._tasks: list[asyncio.Task[None]] = []
         self.broker = KafkaBroker(
@@ -202,8 +202,9 @@ class Service:
         logging.basicConfig(
             level=s.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
-        # No ping per checkout, a round trip per batch: a batch, relay round or timer that
-        # meets a dropped connection fails transiently and runs again on a fresh one.
+        # No ping per checkout, a round trip per batch: a batch that meets a dropped
+        # connection fails transiently and runs again at once, the pool replacing its
+        # connections; a relay round or a timer that meets one tries again at its next turn.
         self.engine = make_engine(s, pre_ping=False)
         # What start-up made lives as long as the process: keep it out of every collection, and
         # let the young generation hold a batch's worth of objects before it is collected.
@@ -235,7 +236,7 @@ class Service:
             self._tables,
             failing_for(self._handler, s.fault_fail_event_id),
             KafkaDeadLetters(self.name, self._producer),
-            lock_keys=self._lock_keys,
+            locks=self._locks,
             max_attempts=s.max_attempts,
             max_backoff_s=s.retry_max_backoff_s,
             on_commit=self.relay.wake,

@@ -18,7 +18,7 @@ service = Service(
     "redemption",
     kernel,
     handlers.handle_batch,
-    lock_keys=handlers.booking_keys,
+    locks=handlers.BOOKING_LOCKS,
     settings=load_settings(),
     publishes=[
         topics.PACKAGE_APPLIED,

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from contracts import topics
 from contracts.base import Envelope, Money
 from contracts.outbound import PackageApplied, PackageNotApplied, PackageRemoved
+from services.kernel.kernel import BatchLocks
 from services.kernel.rows import Columns, insert_rows, pack, unpack
 from services.kernel.unit_of_work import UnitOfWork
 from services.kernel.writes import Writes
@@ -54,17 +55,21 @@ _MARK_REMOVED = text(
 )
 
 
-def booking_keys(events: Sequence[Envelope[Any]]) -> list[str]:
-    """What a batch holds alone: its bookings. Two consumers handling the same booking at once
-    take turns (the kernel locks these for the batch): the booking row may not exist yet, so
-    a row lock cannot do it."""
+def _booking_keys(events: Sequence[Envelope[Any]]) -> list[str]:
     return [f"{e.business_id}/{e.data.booking_id}" for e in events]
+
+
+# What a batch holds alone: its bookings. Two consumers handling the same booking at once take
+# turns (the kernel locks these for the batch): the booking row may not exist yet, so a row
+# lock cannot do it. The space is the one these locks have always had, so that a consumer of
+# the release before, still running during a rolling deploy, takes turns with this one.
+BOOKING_LOCKS = BatchLocks(7304, _booking_keys)
 
 
 async def handle_batch(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
     """Rules 9-12 for a batch: load its bookings and records once, decide in order, write once.
 
-    Its kernel must hold `booking_keys` for the batch.
+    Its kernel must hold `BOOKING_LOCKS` for the batch.
     """
     keys = sorted({(e.business_id, e.data.booking_id) for e in events})
     bookings = await _load_bookings(uow.conn, keys)

@@ -22,7 +22,7 @@ from services.invoicing.tables import kernel as invoicing_tables
 from services.kernel.db import make_engine
 from services.kernel.kernel import Kernel, Poison
 from services.kernel.settings import Settings
-from services.redemption.handlers import booking_keys
+from services.redemption.handlers import BOOKING_LOCKS
 from services.redemption.handlers import handle_batch as redeem
 from services.redemption.tables import kernel as redemption_tables
 
@@ -73,7 +73,7 @@ async def replay_in_order(url: str, events: list[dict[str, Any]], business: str)
                 redemption_tables,
                 redeem,
                 _Refuse(),
-                lock_keys=booking_keys,
+                locks=BOOKING_LOCKS,
             ),
         }
         for offset, event in enumerate(events):

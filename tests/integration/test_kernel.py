@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.errors import KafkaError
 from sqlalchemy import Column, MetaData, String, Table, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,7 +19,7 @@ from contracts.base import Envelope
 from contracts.outbound import MessageRejected
 from contracts.topics import MESSAGE_REJECTED
 from services.kernel.db import NAMING_CONVENTION, make_engine
-from services.kernel.kernel import Kernel, Poison
+from services.kernel.kernel import BatchLocks, Kernel, Poison
 from services.kernel.relay import Relay
 from services.kernel.settings import Settings
 from services.kernel.tables import kernel_tables
@@ -480,8 +481,8 @@ async def test_batches_sharing_a_lock_key_take_turns(db: AsyncEngine, locking: b
         return [e.business_id for e in envelopes]
 
     def kernel(handler: Turns) -> Kernel:
-        keys = by_business if locking else None
-        return Kernel("kernel-test", db, tables, handler, DeadLetters(), lock_keys=keys)
+        locks = BatchLocks(1, by_business) if locking else None
+        return Kernel("kernel-test", db, tables, handler, DeadLetters(), locks=locks)
 
     holding = asyncio.create_task(kernel(first).handle([Record(_plan(business, "pro"), 1)]))
     await first.has_read.wait()
@@ -538,6 +539,18 @@ class HeldProducer(Producer):
         return held
 
 
+async def _unsent(db: AsyncEngine, prefix: str) -> list[str]:
+    """The rejected event ids, starting with `prefix`, of outbox rows not yet marked sent."""
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT convert_from(payload, 'UTF8')::jsonb->'data'->>'rejected_event_id' AS r"
+                " FROM kernel_test.outbox WHERE sent_at IS NULL ORDER BY id"
+            )
+        )
+        return [r.r for r in rows if r.r.startswith(prefix)]
+
+
 async def _until(done: Callable[[], Awaitable[bool]]) -> None:
     for _ in range(500):
         if await done():
@@ -546,29 +559,30 @@ async def _until(done: Callable[[], Awaitable[bool]]) -> None:
     raise AssertionError("not reached in 5 s")
 
 
-async def test_a_relay_round_goes_only_once_the_one_before_is_acknowledged(
-    db: AsyncEngine,
-) -> None:
+async def _draining_in_rounds_of_two(
+    db: AsyncEngine, prefix: str
+) -> tuple[Relay, HeldProducer, asyncio.Task[int]]:
+    """Six rows of one key committed, a relay draining them in rounds of two as the test
+    acknowledges them."""
     leftovers = Relay("kernel-test", db, tables, Producer())
     await leftovers.drain()  # what other tests left
     await leftovers.close()
-    await _commit_rejections(db, [("one-key", f"held/{step}") for step in range(6)])
+    await _commit_rejections(db, [("one-key", f"{prefix}{step}") for step in range(6)])
     producer = HeldProducer()
     relay = Relay("kernel-test", db, tables, producer, batch=2)
-    draining = asyncio.create_task(relay.drain())
+    return relay, producer, asyncio.create_task(relay.drain())
+
+
+async def test_a_relay_round_goes_only_once_the_one_before_is_acknowledged(
+    db: AsyncEngine,
+) -> None:
+    relay, producer, draining = await _draining_in_rounds_of_two(db, "held/")
 
     async def sent(n: int) -> bool:
         return len(producer.sent) >= n
 
     async def unsent() -> list[str]:
-        async with db.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    "SELECT convert_from(payload, 'UTF8')::jsonb->'data'->>'rejected_event_id'"
-                    " FROM kernel_test.outbox WHERE sent_at IS NULL ORDER BY id"
-                )
-            )
-            return [r[0] for r in rows]
+        return await _unsent(db, "held/")
 
     await _until(lambda: sent(2))
     await asyncio.sleep(0.2)
@@ -591,3 +605,56 @@ async def test_a_relay_round_goes_only_once_the_one_before_is_acknowledged(
     assert await unsent() == []
     steps = [orjson.loads(v)["data"]["rejected_event_id"] for _, v in producer.sent]
     assert steps == [f"held/{n}" for n in range(6)]
+
+
+async def test_a_failed_acknowledgement_sends_nothing_after_it(db: AsyncEngine) -> None:
+    relay, producer, draining = await _draining_in_rounds_of_two(db, "failing/")
+
+    async def sent(n: int) -> bool:
+        return len(producer.sent) >= n
+
+    await _until(lambda: sent(2))
+    producer.pending[0].set_result(None)
+    await _until(lambda: sent(4))
+    producer.pending[1].set_exception(KafkaError("the broker refused the batch"))
+    with pytest.raises(KafkaError):
+        await draining
+    await relay.close()  # closed already, as the failure let the lock go
+
+    # The third round never went, and only the acknowledged first round is marked sent: the
+    # second goes again, before the third, when a relay next holds the outbox.
+    assert len(producer.sent) == 4
+    assert await _unsent(db, "failing/") == [f"failing/{n}" for n in range(2, 6)]
+    again = Producer()
+    retry = Relay("kernel-test", db, tables, again)
+    assert await retry.drain() == 4
+    await retry.close()
+    steps = [orjson.loads(v)["data"]["rejected_event_id"] for _, v in again.sent]
+    assert steps == [f"failing/{n}" for n in range(2, 6)]
+
+
+class CommitsAsItSends(Producer):
+    """Each send comes with a new row committed to the outbox, as under steady load."""
+
+    def __init__(self, db: AsyncEngine) -> None:
+        super().__init__()
+        self.db = db
+
+    async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future[None]:
+        done = await super().send_batch(batch, topic, partition=partition)
+        await _commit_rejections(self.db, [("busy", f"busy/{len(self.sent)}")])
+        return done
+
+
+async def test_a_drain_ends_after_a_short_round_under_steady_load(db: AsyncEngine) -> None:
+    leftovers = Relay("kernel-test", db, tables, Producer())
+    await leftovers.drain()  # what other tests left
+    await _commit_rejections(db, [("busy", "busy/0")])
+    relay = Relay("kernel-test", db, tables, CommitsAsItSends(db), batch=2)
+    await leftovers.close()
+    # The round found less than a batch, so the drain ends; what commits meanwhile wakes the
+    # relay again in `run`, where a stop can be seen between drains.
+    assert await asyncio.wait_for(relay.drain(), timeout=5) == 1
+    await relay.close()
+    await leftovers.drain()
+    await leftovers.close()

@@ -326,7 +326,7 @@ def redemption_kernel_on(engine: AsyncEngine, clock: Clock, parked: NoDeadLetter
         redemption_kernel,
         handlers.handle_batch,
         parked,
-        lock_keys=handlers.booking_keys,
+        locks=handlers.BOOKING_LOCKS,
         clock=clock,
     )
 
