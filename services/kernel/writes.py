@@ -58,19 +58,15 @@ class Writes:
     async def run(self, conn: AsyncConnection) -> None:
         """Send what was queued, in one statement, and forget it."""
         parts, self._parts = self._parts, []
-        if len(parts) == 1:
-            counts = [(await conn.execute(parts[0].statement, {"rows": parts[0].rows})).rowcount]
-            checked = parts
-        elif parts:
-            statement = _combined(tuple((p.statement, p.unmatched is not None) for p in parts))
-            params = {f"rows{i}": p.rows for i, p in enumerate(parts)}
-            row = (await conn.execute(statement, params)).one()
-            checked = [p for p in parts if p.unmatched is not None]
-            counts = list(row) if checked else []
-        else:
+        if not parts:
             return
-        for part, count in zip(checked, counts, strict=True):
-            if part.unmatched is not None and count != part.count:
+        statement = _combined(tuple((p.statement, p.unmatched is not None) for p in parts))
+        params = {f"rows{i}": p.rows for i, p in enumerate(parts)}
+        counts = (await conn.execute(statement, params)).one()
+        # The statement returns the count of each checked part, in order (or 1, for none).
+        checked = [p for p in parts if p.unmatched is not None]
+        for part, count in zip(checked, counts[: len(checked)], strict=True):
+            if count != part.count:
                 raise LookupError(part.unmatched)
 
 

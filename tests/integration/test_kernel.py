@@ -559,14 +559,19 @@ async def _until(done: Callable[[], Awaitable[bool]]) -> None:
     raise AssertionError("not reached in 5 s")
 
 
+async def _drain_leftovers(db: AsyncEngine) -> None:
+    """Publish what earlier tests left in the outbox, and let its lock go."""
+    relay = Relay("kernel-test", db, tables, Producer())
+    await relay.drain()
+    await relay.close()
+
+
 async def _draining_in_rounds_of_two(
     db: AsyncEngine, prefix: str
 ) -> tuple[Relay, HeldProducer, asyncio.Task[int]]:
     """Six rows of one key committed, a relay draining them in rounds of two as the test
     acknowledges them."""
-    leftovers = Relay("kernel-test", db, tables, Producer())
-    await leftovers.drain()  # what other tests left
-    await leftovers.close()
+    await _drain_leftovers(db)
     await _commit_rejections(db, [("one-key", f"{prefix}{step}") for step in range(6)])
     producer = HeldProducer()
     relay = Relay("kernel-test", db, tables, producer, batch=2)
@@ -647,14 +652,11 @@ class CommitsAsItSends(Producer):
 
 
 async def test_a_drain_ends_after_a_short_round_under_steady_load(db: AsyncEngine) -> None:
-    leftovers = Relay("kernel-test", db, tables, Producer())
-    await leftovers.drain()  # what other tests left
+    await _drain_leftovers(db)
     await _commit_rejections(db, [("busy", "busy/0")])
     relay = Relay("kernel-test", db, tables, CommitsAsItSends(db), batch=2)
-    await leftovers.close()
     # The round found less than a batch, so the drain ends; what commits meanwhile wakes the
     # relay again in `run`, where a stop can be seen between drains.
     assert await asyncio.wait_for(relay.drain(), timeout=5) == 1
     await relay.close()
-    await leftovers.drain()
-    await leftovers.close()
+    await _drain_leftovers(db)
