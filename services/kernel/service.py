@@ -67,7 +67,7 @@ class Service:
         self.settings = settings or Settings()
         self._tables = tables
         self._handler = handler
-        self._locks = locks
+        self.locks = locks
         self._timers = timers
         self._tasks: list[asyncio.Task[None]] = []
         self.broker = KafkaBroker(
@@ -236,7 +236,7 @@ class Service:
             self._tables,
             failing_for(self._handler, s.fault_fail_event_id),
             KafkaDeadLetters(self.name, self._producer),
-            locks=self._locks,
+            locks=self.locks,
             max_attempts=s.max_attempts,
             max_backoff_s=s.retry_max_backoff_s,
             on_commit=self.relay.wake,
