@@ -135,22 +135,24 @@ class Kernel:
             " (consumer, event_id, event_type, kafka_partition, kafka_offset, deliveries)"
             f" SELECT :consumer, v.* FROM ({unpack(_INBOX_COLUMNS)}) AS v"
         )
+        ctes = ""
         if locks:
             # The locks come with the inbox, a round trip fewer. The handler's statements run
             # after it, so each reads what a batch that held a key before committed. Keys are
             # locked in one order, so two batches cannot deadlock on them.
-            insert = (
-                "WITH locked AS (SELECT count(pg_advisory_xact_lock(:space, k)) AS n FROM ("
+            ctes = (
+                "locked AS (SELECT count(pg_advisory_xact_lock(:space, k)) AS n FROM ("
                 " SELECT DISTINCT hashtext(x) AS k"
-                " FROM jsonb_array_elements_text(CAST(:keys AS jsonb)) AS x ORDER BY k) AS keys) "
-                f"{insert} WHERE (SELECT n FROM locked) >= 0"
+                " FROM jsonb_array_elements_text(CAST(:keys AS jsonb)) AS x ORDER BY k) AS keys), "
             )
+            insert += " WHERE (SELECT n FROM locked) >= 0"
+        # A redelivery only counts itself: `xmax = 0` tells a fresh row from an updated one.
+        # Only redeliveries come back, so a batch of new events (the usual one) returns no rows.
         self._insert_inbox = text(
-            insert
-            # A redelivery only counts itself: `xmax = 0` tells a fresh row from an updated one.
-            + " ON CONFLICT (consumer, event_id)"
+            f"WITH {ctes}stored AS ({insert} ON CONFLICT (consumer, event_id)"
             f" DO UPDATE SET deliveries = {schema}.inbox.deliveries + EXCLUDED.deliveries"
-            " RETURNING event_id, (xmax = 0) AS fresh"
+            " RETURNING event_id, (xmax = 0) AS fresh)"
+            " SELECT event_id FROM stored WHERE NOT fresh"
         )
         self._update_outcomes = text(
             f"UPDATE {schema}.inbox i"
@@ -280,8 +282,8 @@ class Kernel:
                     ),
                 },
             )
-            fresh = {row.event_id for row in result if row.fresh}
-            envelopes = [m.envelope for m in unique.values() if m.envelope.event_id in fresh]
+            seen = set(result.scalars())
+            envelopes = [m.envelope for m in unique.values() if m.envelope.event_id not in seen]
             uow = UnitOfWork(conn, self.service, **({"now": self._clock()} if self._clock else {}))
             if envelopes:
                 await self._handler(uow, envelopes)

@@ -144,6 +144,32 @@ async def test_a_redelivered_event_applies_once(db: AsyncEngine) -> None:
     assert not dead.parked
 
 
+@dataclass
+class Seen:
+    """Notes the businesses of the events it is handed, batch by batch."""
+
+    batches: list[list[str]] = field(default_factory=list)
+
+    async def __call__(self, uow: UnitOfWork, envelopes: Sequence[Envelope[Any]]) -> None:
+        self.batches.append([e.business_id for e in envelopes])
+
+
+@pytest.mark.parametrize("locking", [True, False], ids=["with lock keys", "without"])
+async def test_a_batch_of_new_and_redelivered_events_hands_over_only_the_new_in_order(
+    db: AsyncEngine, locking: bool
+) -> None:
+    old, new = [events.new_business() for _ in range(3)], [events.new_business() for _ in range(3)]
+    ids = {b: str(uuid.uuid4()) for b in old + new}
+    locks = BatchLocks(2, lambda envelopes: [e.business_id for e in envelopes]) if locking else None
+    seen = Seen()
+    kernel = Kernel("kernel-test", db, tables, seen, DeadLetters(), locks=locks)
+    await kernel.handle([Record(_plan(b, event_id=ids[b]), i) for i, b in enumerate(old)])
+    mixed = [new[0], old[0], new[1], old[1], old[2], new[2]]
+    await kernel.handle([Record(_plan(b, event_id=ids[b]), 10 + i) for i, b in enumerate(mixed)])
+    await kernel.handle([Record(_plan(b, event_id=ids[b]), 20 + i) for i, b in enumerate(old)])
+    assert seen.batches == [old, new]
+
+
 async def test_a_poison_message_does_not_sink_the_good_ones(db: AsyncEngine) -> None:
     good = [events.new_business() for _ in range(3)]
     bad = events.new_business()
