@@ -318,7 +318,7 @@ class _Work:
         if b.held is not None:
             b = self._review(b, b.held)
         if b.held is None and b.use_package and inputs != b.matched_on:
-            b = self._match(b)
+            return replace(b, held=self._match(b), matched_on=inputs)
         return b if b.matched_on == inputs else replace(b, matched_on=inputs)
 
     def undo(self) -> None:
@@ -382,8 +382,9 @@ class _Work:
         )
         return replace(b, held=None)
 
-    def _match(self, b: Booking) -> Booking:
-        """Rule 9: the chosen record, else the eligible one expiring first, then the oldest."""
+    def _match(self, b: Booking) -> Held | None:
+        """Rule 9: the chosen record, else the eligible one expiring first, then the oldest;
+        the hold it redeems, if any."""
         found = self._chosen(b) if b.chosen_record_id else self._first_eligible(b)
         if isinstance(found, str):
             self.events.append(
@@ -394,7 +395,7 @@ class _Work:
                     package_record_id=b.chosen_record_id,
                 )
             )
-            return b
+            return None
         return self._redeem(b, found)
 
     def _chosen(self, b: Booking) -> RedeemableView | NotAppliedReason:
@@ -423,7 +424,7 @@ class _Work:
         left = self.ledger.remaining(record.record_id, b.service_id)
         return left is None or left > 0
 
-    def _redeem(self, b: Booking, r: RedeemableView) -> Booking:
+    def _redeem(self, b: Booking, r: RedeemableView) -> Held:
         assert b.service_id is not None
         assert b.price is not None
         after = price_after(b.price, r.discount)
@@ -444,4 +445,4 @@ class _Work:
                 sessions_remaining=self.ledger.remaining(record_id, b.service_id),
             )
         )
-        return replace(b, held=held)
+        return held

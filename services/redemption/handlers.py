@@ -7,11 +7,11 @@ their clients' records, decide every event in memory in order, then write everyt
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -146,7 +146,7 @@ def _booking(row: Any) -> domain.Booking:
 def _inputs(stored: str | None) -> domain.Inputs | None:
     if stored is None:
         return None
-    client_id, service_id, use_package, chosen = json.loads(stored)
+    client_id, service_id, use_package, chosen = orjson.loads(stored)
     return (
         str(client_id),
         str(service_id),
@@ -334,5 +334,6 @@ def _booking_row(b: domain.Booking) -> tuple[Any, ...]:
         b.snapshot_version,
         b.status_version,
         b.released,
-        None if b.matched_on is None else json.dumps(list(b.matched_on)),
+        # A list travels inside the rows' JSON, and `->>` hands the column its JSON text.
+        None if b.matched_on is None else list(b.matched_on),
     )
