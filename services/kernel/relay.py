@@ -53,24 +53,24 @@ class Relay:
         self._holder: AsyncConnection | None = None
         self._next_try = 0.0
         self._committed = False
-        self._channel = f"{tables.outbox.schema}_outbox"
-        self._notify = text(f"NOTIFY {self._channel}")
-        self._lock_key = zlib.crc32(f"outbox:{tables.outbox.schema}".encode())
         schema = tables.outbox.schema
+        self._channel = f"{schema}_outbox"
+        self._notify = text(f"NOTIFY {self._channel}")
+        self._lock_key = zlib.crc32(f"outbox:{schema}".encode())
+        mark = (
+            f"UPDATE {schema}.outbox SET sent_at = now() WHERE id = ANY(CAST(:acked AS bigint[]))"
+        )
+        self._mark = text(mark)
         # The rows the last round had acknowledged are marked as the next round is selected,
         # one round trip; the select still sees them unsent, so it leaves them out by id, as
         # it does the rows still in flight.
         self._mark_and_select = text(
-            f"WITH marked AS (UPDATE {schema}.outbox SET sent_at = now()"
-            "  WHERE id = ANY(CAST(:acked AS bigint[])))"
+            f"WITH marked AS ({mark})"
             f" SELECT id, topic, key, payload FROM {schema}.outbox"
             # NOT IN a subquery is hashed: the skipped ids are the lowest unsent ones, which
             # the scan meets first.
             " WHERE sent_at IS NULL AND id NOT IN (SELECT unnest(CAST(:skip AS bigint[])))"
             " ORDER BY id LIMIT :limit"
-        )
-        self._mark = text(
-            f"UPDATE {schema}.outbox SET sent_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"
         )
 
     def stop(self) -> None:
@@ -169,9 +169,9 @@ class Relay:
             raise
         return sent
 
-    async def _mark_sent(self, conn: AsyncConnection, ids: list[int]) -> None:
-        if ids:
-            await conn.execute(self._mark, {"ids": ids})
+    async def _mark_sent(self, conn: AsyncConnection, acked: list[int]) -> None:
+        if acked:
+            await conn.execute(self._mark, {"acked": acked})
 
     async def close(self) -> None:
         """Let the lock go: the connection's session ends, it never returns to the pool."""
