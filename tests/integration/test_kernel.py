@@ -295,8 +295,7 @@ async def test_the_relay_publishes_in_commit_order_and_marks_rows_sent(db: Async
     )
     producer = Producer()
     relay = Relay("kernel-test", db, tables, producer)
-    while await relay.drain():
-        pass
+    await relay.drain()
     causes = [orjson.loads(v)["causation_id"] for _, v in producer.sent]
     assert [c for c in causes if c in ids] == ids
     assert await relay.drain() == 0
@@ -332,8 +331,7 @@ async def test_the_relay_keeps_each_key_on_one_partition_in_outbox_order(
     await _commit_rejections(db, [(key, f"{key}/{step}") for step in range(5) for key in keys])
     producer = Producer(partitions=3)
     relay = Relay("kernel-test", db, tables, producer)
-    while await relay.drain():
-        pass
+    await relay.drain()
     await relay.close()
 
     partitions_of: dict[str, set[int]] = {}
@@ -360,14 +358,29 @@ def _causes(producer: Producer) -> set[str]:
     return {orjson.loads(v)["causation_id"] for _, v in producer.sent}
 
 
+async def _until(done: Callable[[], Awaitable[bool]]) -> None:
+    for _ in range(500):
+        if await done():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not reached in 5 s")
+
+
+async def _published(producer: Producer, cause: str) -> bool:
+    return cause in _causes(producer)
+
+
+async def _sent(producer: Producer, n: int) -> bool:
+    return len(producer.sent) >= n
+
+
 async def _two_relays(
     db: AsyncEngine, poll_interval_s: float = 0.001
 ) -> tuple[Relay, Producer, Relay, Producer]:
     """Two processes' relays of one outbox; the first has drained it and holds its lock."""
     first, second = Producer(), Producer()
     holder = Relay("kernel-test", db, tables, first)
-    while await holder.drain():
-        pass
+    await holder.drain()
     other = Relay("kernel-test", db, tables, second, poll_interval_s=poll_interval_s)
     return holder, first, other, second
 
@@ -391,18 +404,42 @@ async def test_a_relay_without_the_lock_wakes_the_one_holding_it(db: AsyncEngine
     first, second = Producer(), Producer()
     holder = Relay("kernel-test", db, tables, first, poll_interval_s=60)
     other = Relay("kernel-test", db, tables, second, poll_interval_s=60)
-    while await holder.drain():
-        pass
+    await holder.drain()
     running = asyncio.create_task(holder.run())  # it would next look in a minute
     try:
         waiting = await _commit_a_plan(db)
         other.wake()  # its own process committed
         assert await other.drain() == 0
-        for _ in range(100):
-            if waiting in _causes(first):
-                break
-            await asyncio.sleep(0.02)
-        assert waiting in _causes(first)  # at once, not at the holder's next poll
+        await _until(lambda: _published(first, waiting))  # at once, not at the next poll
+    finally:
+        holder.stop()
+        await running
+        await other.close()
+
+
+async def test_a_relay_that_could_not_tell_the_holder_tells_it_at_its_next_drain(
+    db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = Producer(), Producer()
+    holder = Relay("kernel-test", db, tables, first, poll_interval_s=60)
+    other = Relay("kernel-test", db, tables, second, poll_interval_s=60)
+    await holder.drain()
+    running = asyncio.create_task(holder.run())  # it would next look in a minute
+    try:
+        waiting = await _commit_a_plan(db)
+        other.wake()  # its own process committed
+        tell = other._tell_holder
+
+        async def refused() -> None:
+            raise ConnectionError("the database went away")
+
+        monkeypatch.setattr(other, "_tell_holder", refused)
+        with pytest.raises(ConnectionError):
+            await other.drain()
+        monkeypatch.setattr(other, "_tell_holder", tell)
+        # Nothing new was committed since, yet the commit it could not tell of is still owed.
+        assert await other.drain() == 0
+        await _until(lambda: _published(first, waiting))
     finally:
         holder.stop()
         await running
@@ -577,14 +614,6 @@ async def _unsent(db: AsyncEngine, prefix: str) -> list[str]:
         return [r.r for r in rows if r.r.startswith(prefix)]
 
 
-async def _until(done: Callable[[], Awaitable[bool]]) -> None:
-    for _ in range(500):
-        if await done():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("not reached in 5 s")
-
-
 async def _drain_leftovers(db: AsyncEngine) -> None:
     """Publish what earlier tests left in the outbox, and let its lock go."""
     relay = Relay("kernel-test", db, tables, Producer())
@@ -609,17 +638,14 @@ async def test_a_relay_round_goes_only_once_the_one_before_is_acknowledged(
 ) -> None:
     relay, producer, draining = await _draining_in_rounds_of_two(db, "held/")
 
-    async def sent(n: int) -> bool:
-        return len(producer.sent) >= n
-
     async def unsent() -> list[str]:
         return await _unsent(db, "held/")
 
-    await _until(lambda: sent(2))
+    await _until(lambda: _sent(producer, 2))
     await asyncio.sleep(0.2)
     assert len(producer.sent) == 2  # the next round waits for this one's acknowledgement
     producer.pending[0].set_result(None)
-    await _until(lambda: sent(4))
+    await _until(lambda: _sent(producer, 4))
 
     async def first_round_marked() -> bool:
         return len(await unsent()) == 4
@@ -628,7 +654,7 @@ async def test_a_relay_round_goes_only_once_the_one_before_is_acknowledged(
     await _until(first_round_marked)
     assert await unsent() == [f"held/{n}" for n in range(2, 6)]
     producer.pending[1].set_result(None)
-    await _until(lambda: sent(6))
+    await _until(lambda: _sent(producer, 6))
     producer.pending[2].set_result(None)
     assert await draining == 6
     await relay.close()
@@ -641,12 +667,9 @@ async def test_a_relay_round_goes_only_once_the_one_before_is_acknowledged(
 async def test_a_failed_acknowledgement_sends_nothing_after_it(db: AsyncEngine) -> None:
     relay, producer, draining = await _draining_in_rounds_of_two(db, "failing/")
 
-    async def sent(n: int) -> bool:
-        return len(producer.sent) >= n
-
-    await _until(lambda: sent(2))
+    await _until(lambda: _sent(producer, 2))
     producer.pending[0].set_result(None)
-    await _until(lambda: sent(4))
+    await _until(lambda: _sent(producer, 4))
     producer.pending[1].set_exception(KafkaError("the broker refused the batch"))
     with pytest.raises(KafkaError):
         await draining
