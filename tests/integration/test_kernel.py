@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -400,34 +401,35 @@ async def test_one_relay_keeps_the_outbox_until_it_closes(db: AsyncEngine) -> No
     await other.close()
 
 
-async def test_a_relay_without_the_lock_wakes_the_one_holding_it(db: AsyncEngine) -> None:
-    first, second = Producer(), Producer()
+@contextlib.asynccontextmanager
+async def _holder_running(db: AsyncEngine) -> AsyncIterator[tuple[Producer, Relay, str]]:
+    """A relay holding the outbox and running, next looking in a minute of its own accord;
+    another process's relay, without the lock, whose process has just committed a plan."""
+    first = Producer()
     holder = Relay("kernel-test", db, tables, first, poll_interval_s=60)
-    other = Relay("kernel-test", db, tables, second, poll_interval_s=60)
+    other = Relay("kernel-test", db, tables, Producer(), poll_interval_s=60)
     await holder.drain()
-    running = asyncio.create_task(holder.run())  # it would next look in a minute
+    running = asyncio.create_task(holder.run())
     try:
         waiting = await _commit_a_plan(db)
-        other.wake()  # its own process committed
-        assert await other.drain() == 0
-        await _until(lambda: _published(first, waiting))  # at once, not at the next poll
+        other.wake()
+        yield first, other, waiting
     finally:
         holder.stop()
         await running
         await other.close()
 
 
+async def test_a_relay_without_the_lock_wakes_the_one_holding_it(db: AsyncEngine) -> None:
+    async with _holder_running(db) as (first, other, waiting):
+        assert await other.drain() == 0
+        await _until(lambda: _published(first, waiting))  # at once, not at the next poll
+
+
 async def test_a_relay_that_could_not_tell_the_holder_tells_it_at_its_next_drain(
     db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first, second = Producer(), Producer()
-    holder = Relay("kernel-test", db, tables, first, poll_interval_s=60)
-    other = Relay("kernel-test", db, tables, second, poll_interval_s=60)
-    await holder.drain()
-    running = asyncio.create_task(holder.run())  # it would next look in a minute
-    try:
-        waiting = await _commit_a_plan(db)
-        other.wake()  # its own process committed
+    async with _holder_running(db) as (first, other, waiting):
         tell = other._tell_holder
 
         async def refused() -> None:
@@ -440,10 +442,6 @@ async def test_a_relay_that_could_not_tell_the_holder_tells_it_at_its_next_drain
         # Nothing new was committed since, yet the commit it could not tell of is still owed.
         assert await other.drain() == 0
         await _until(lambda: _published(first, waiting))
-    finally:
-        holder.stop()
-        await running
-        await other.close()
 
 
 async def test_a_stopping_relay_publishes_what_is_committed_before_it_ends(
