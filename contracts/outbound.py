@@ -76,6 +76,17 @@ class PackageApplied(Frozen):
     sessions_remaining: int | None = Field(description="Left for the service; null for unlimited")
 
 
+class PackageRepriced(Frozen):
+    """`booking.package_repriced`: a held booking's price changed; the same record prices it."""
+
+    booking_id: BookingId
+    client_id: ClientId
+    package_record_id: RecordId
+    service_id: ServiceId
+    price_before: Money
+    price_after: Money
+
+
 RemovalReason = Literal[
     "booking_cancelled",
     "booking_no_show",
@@ -129,6 +140,7 @@ __all__ = [
     "PackageApplied",
     "PackageNotApplied",
     "PackageRemoved",
+    "PackageRepriced",
     "RecordState",
     "RecordStatus",
     "RemovalReason",

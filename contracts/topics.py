@@ -30,6 +30,7 @@ RECORD_EXPIRED = "package_record.expired"
 PACKAGE_APPLIED = "booking.package_applied"
 PACKAGE_REMOVED = "booking.package_removed"
 PACKAGE_NOT_APPLIED = "booking.package_not_applied"
+PACKAGE_REPRICED = "booking.package_repriced"
 MESSAGE_REJECTED = "message.rejected"
 
 DLQ_SUFFIX = ".dlq"
@@ -69,6 +70,7 @@ OUTBOUND: dict[str, type[BaseModel]] = {
     PACKAGE_APPLIED: outbound.PackageApplied,
     PACKAGE_REMOVED: outbound.PackageRemoved,
     PACKAGE_NOT_APPLIED: outbound.PackageNotApplied,
+    PACKAGE_REPRICED: outbound.PackageRepriced,
     MESSAGE_REJECTED: outbound.MessageRejected,
 }
 

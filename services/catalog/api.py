@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, tzinfo
+from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import ColumnElement, exists, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.inbound import PackageDefined
@@ -20,6 +22,31 @@ class Package:
     active: bool
 
 
+def time_zone(_business_id: str) -> tzinfo:
+    """The business's time zone, in which its days are counted: UTC until business settings
+    are kept (`business.settings_changed`)."""
+    return UTC
+
+
+def day_of(instant: datetime, zone: tzinfo) -> date:
+    """The day an instant falls on in a time zone."""
+    return instant.astimezone(zone).date()
+
+
+def package_known(business_id: Any, package_id: Any) -> ColumnElement[bool]:
+    """A condition, for another service's query, that the package these columns name has been
+    defined (its terms are known)."""
+    return (
+        exists()
+        .where(
+            package.c.business_id == business_id,
+            package.c.package_id == package_id,
+            package.c.terms.isnot(None),
+        )
+        .correlate_except(package)
+    )
+
+
 async def find_package(conn: AsyncConnection, business_id: str, package_id: str) -> Package | None:
     """The business's package, or None where this business has no such package (yet)."""
     return (await find_packages(conn, {(business_id, package_id)})).get((business_id, package_id))
@@ -28,15 +55,20 @@ async def find_package(conn: AsyncConnection, business_id: str, package_id: str)
 async def find_packages(
     conn: AsyncConnection, keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], Package]:
-    """The packages known of these (business, package) pairs, in one statement."""
+    """The packages known of these (business, package) pairs, in one statement.
+
+    Each stays as read until the caller's transaction ends: a package edit waits for the
+    records sold from these terms to commit, and then reaches them too.
+    """
     pairs = sorted(set(keys))
     if not pairs:
         return {}
     wanted = tuple_(package.c.business_id, package.c.package_id).in_(pairs)
     rows = await conn.execute(
-        select(
-            package.c.business_id, package.c.package_id, package.c.terms, package.c.status
-        ).where(wanted)
+        select(package.c.business_id, package.c.package_id, package.c.terms, package.c.status)
+        .where(wanted)
+        .order_by(package.c.business_id, package.c.package_id)
+        .with_for_update(key_share=True, read=True)
     )
     return {
         (r.business_id, r.package_id): Package(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from contracts.base import Actor
@@ -23,6 +25,18 @@ class Refusal:
 
     reason: str
     detail: str
+
+
+def plan_at(changes: Sequence[tuple[datetime, str]], at: datetime) -> str | None:
+    """The plan in force at `at`: the last change at or before it.
+
+    Before the first change known, the first: an event that had arrived before that plan would
+    have waited for it and been judged by it, and the order of arrival must not matter.
+    """
+    before = [plan for changed_at, plan in changes if changed_at <= at]
+    if before:
+        return before[-1]
+    return changes[0][1] if changes else None
 
 
 def may_manage(plan: str | None, actor: Actor | None) -> Refusal | None:

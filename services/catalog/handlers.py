@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -26,8 +26,8 @@ class Catalog:
         self.plan_wait = timedelta(seconds=plan_wait_s)
 
     async def handle_batch(self, uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
-        """Plans first (a package event fetched with its plan needs it), then the rest in order."""
-        for event in sorted(events, key=lambda e: e.event_type != topics.BUSINESS_PLAN_CHANGED):
+        """In fetch order: each package event is judged by the plan of its own time."""
+        for event in events:
             if event.event_type == topics.BUSINESS_PLAN_CHANGED:
                 await change_plan(uow, event)
             elif not await self._waits_for_plan(uow, event):
@@ -35,7 +35,7 @@ class Catalog:
 
     async def _waits_for_plan(self, uow: UnitOfWork, event: Envelope[Any]) -> bool:
         """A business never seen may be one whose plan is still on its way: keep its event."""
-        if await _plan(uow, event.business_id) is not None:
+        if await _plans(uow, event.business_id):
             return False
         await uow.conn.execute(
             insert(waiting_event)
@@ -62,16 +62,16 @@ async def apply_package_event(uow: UnitOfWork, event: Envelope[Any]) -> None:
 
 
 async def change_plan(uow: UnitOfWork, event: Envelope[PlanChanged]) -> None:
-    """Keep the business's plan (never overwritten by an older one); apply what waited for it."""
+    """Keep the plan change with its time; apply what waited for the business's first plan."""
     stmt = insert(business_plan).values(
         business_id=event.business_id, plan=event.data.plan, changed_at=event.occurred_at
     )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[business_plan.c.business_id],
-        set_={"plan": stmt.excluded.plan, "changed_at": stmt.excluded.changed_at},
-        where=business_plan.c.changed_at <= stmt.excluded.changed_at,
+    await uow.conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[business_plan.c.business_id, business_plan.c.changed_at],
+            set_={"plan": stmt.excluded.plan},
+        )
     )
-    await uow.conn.execute(stmt)
     await release_waiting(uow, waiting_event.c.business_id == event.business_id)
 
 
@@ -96,15 +96,19 @@ async def expire_waiting(uow: UnitOfWork) -> int:
     return await release_waiting(uow, waiting_event.c.wait_until <= uow.now)
 
 
-async def _plan(uow: UnitOfWork, business_id: str) -> str | None:
-    plan: str | None = await uow.conn.scalar(
-        select(business_plan.c.plan).where(business_plan.c.business_id == business_id)
+async def _plans(uow: UnitOfWork, business_id: str) -> list[tuple[datetime, str]]:
+    """The business's plan changes, oldest first (a handful at most)."""
+    rows = await uow.conn.execute(
+        select(business_plan.c.changed_at, business_plan.c.plan)
+        .where(business_plan.c.business_id == business_id)
+        .order_by(business_plan.c.changed_at)
     )
-    return plan
+    return [(r.changed_at, r.plan) for r in rows]
 
 
 async def _refused(uow: UnitOfWork, event: Envelope[Any]) -> bool:
-    refusal = domain.may_manage(await _plan(uow, event.business_id), event.actor)
+    plan = domain.plan_at(await _plans(uow, event.business_id), event.occurred_at)
+    refusal = domain.may_manage(plan, event.actor)
     if refusal:
         uow.reject(event, refusal.reason, refusal.detail)
     return refusal is not None

@@ -15,8 +15,9 @@ business_plan = Table(
     "business_plan",
     metadata,
     Column("business_id", String(64), primary_key=True),
+    Column("changed_at", DateTime(timezone=True), primary_key=True),
     Column("plan", String(16), nullable=False),
-    Column("changed_at", DateTime(timezone=True), nullable=False),
+    comment="Every plan change of a business: a package event is judged by the plan of its time",
 )
 
 package = Table(

@@ -15,12 +15,13 @@ from services.records.tables import kernel
 
 RecordEvent = Envelope[PackageAssigned] | Envelope[RecordEditRequested]
 
+settings = load_settings()
 service = Service(
     "records",
     kernel,
-    handlers.handle_batch,
-    settings=load_settings(),
-    timers=[periodic("expiry", handlers.expire_due)],
+    handlers.Records(settings.early_event_wait_s).handle_batch,
+    settings=settings,
+    timers=[periodic("expiry", handlers.expire_due), periodic("waiting", handlers.settle_waiting)],
     publishes=[
         topics.RECORD_CREATED,
         topics.RECORD_UPDATED,

@@ -40,7 +40,7 @@ _STATUS_COLUMNS: Columns = (("record_id", "text"), ("status", "text"))
 # Rows are locked in record id order, so two batches over the same records cannot deadlock.
 _LOCK_RECORDS = text(
     "SELECT p.record_id, p.business_id, p.client_id, p.package_id, p.status, p.paid,"
-    " p.expires_on, p.created_on, p.seq, CAST(p.discount AS text) AS discount,"
+    " p.expires_on, p.created_on, p.expiry_by_hand, p.seq, CAST(p.discount AS text) AS discount,"
     " CAST(p.origin AS text) AS origin"
     f" FROM {_RECORDS} p WHERE p.record_id IN ("
     f" SELECT q.record_id FROM {_RECORDS} q"
@@ -93,7 +93,7 @@ class SessionMove:
     service_id: str
     booking_id: str
     kind: SessionKind
-    cause: Envelope[Any]
+    cause: Envelope[Any] | None  # None for a booking matched again when a record appeared
     reason: str | None = None
 
 
@@ -132,6 +132,7 @@ def _redeemable(row: Any, balances: list[Balance]) -> Redeemable:
         expires_on=row.expires_on,
         created_on=row.created_on,
         balances=tuple(balances),
+        expiry_by_hand=row.expiry_by_hand,
     )
     return Redeemable(record, _discount(row.discount), row.seq, row.discount, row.origin)
 
@@ -211,9 +212,12 @@ def _settled(locked: Redeemable, deltas: dict[str, int]) -> tuple[str, RecordSta
 
 def _history(m: SessionMove) -> repository.HistoryRow:
     """The history row of a redemption, restoration or release, with its booking."""
-    return (m.record_id, m.kind, repository.actor_json(m.cause.actor), m.booking_id, _detail(m))
+    actor = repository.actor_json(m.cause.actor) if m.cause else None
+    return (m.record_id, m.kind, actor, m.booking_id, _detail(m))
 
 
 def _detail(m: SessionMove) -> dict[str, str]:
-    detail = {"service_id": m.service_id, "event_id": str(m.cause.event_id)}
+    detail = {"service_id": m.service_id}
+    if m.cause:
+        detail["event_id"] = str(m.cause.event_id)
     return detail | ({"reason": m.reason} if m.reason else {})

@@ -9,6 +9,7 @@ from contracts.base import Envelope
 from contracts.inbound import BookingSnapshot, BookingStatusChanged
 from services.kernel.service import Service
 from services.kernel.settings import load_settings
+from services.kernel.timers import periodic
 from services.redemption import handlers
 from services.redemption.tables import kernel
 
@@ -20,10 +21,12 @@ service = Service(
     handlers.handle_batch,
     locks=handlers.BOOKING_LOCKS,
     settings=load_settings(),
+    timers=[periodic("rematch", handlers.rematch_waiting)],
     publishes=[
         topics.PACKAGE_APPLIED,
         topics.PACKAGE_REMOVED,
         topics.PACKAGE_NOT_APPLIED,
+        topics.PACKAGE_REPRICED,
         topics.RECORD_UPDATED,
         topics.MESSAGE_REJECTED,
     ],

@@ -57,11 +57,13 @@ class RecordSpec:
 
 @dataclass(frozen=True)
 class Snap:
-    """The whole booking (created or updated); `chosen` is an index into the records."""
+    """The whole booking (created or updated); `chosen` is an index into the records; the
+    appointment is `day` days after TODAY (before it: entered after the fact)."""
 
     service: str
     use_package: bool
     chosen: int | None
+    day: int = 7
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ def snaps(n_records: int) -> st.SearchStrategy[Snap]:
         service=st.sampled_from(SERVICES),
         use_package=st.sampled_from([True, True, True, False]),
         chosen=st.one_of(st.none(), st.none(), st.integers(-1, n_records - 1)),
+        day=st.sampled_from([-3, 0, 1, 5, 7, 7, 31]),
     )
 
 
@@ -126,6 +129,10 @@ class RefRecord:
         """Neither cancelled nor past its last day."""
         return not self.cancelled and (self.expires_on is None or today <= self.expires_on)
 
+    def serves(self, day: date) -> bool:
+        """Serves an appointment on that day: not cancelled, the day on or before its last."""
+        return self.live(day)
+
     def left(self, service: str) -> bool:
         """Covers the service with a session to spare."""
         total = self.totals.get(service, 0)
@@ -140,17 +147,20 @@ class RefRecord:
         return "exhausted" if limited and spent else "active"
 
 
+SnapKey = tuple[str, str, bool, str | None, date]  # client, service, use, chosen, day
+
+
 @dataclass
 class RefBooking:
     """A booking as the model keeps it."""
 
     client: str
-    snap: tuple[str, str, bool, str | None] | None = None  # client, service, use, chosen
+    snap: SnapKey | None = None
     snap_v: int = 0
     status: str = "pending"
     status_v: int = 0
     released: bool = False
-    matched_on: tuple[str, str, bool, str | None] | None = None
+    matched_on: SnapKey | None = None
     held: tuple[str, str] | None = None
 
 
@@ -175,7 +185,8 @@ class Model:
                 return
             if version > b.status_v:
                 b.status = _snap_status(version)
-            b.snap, b.snap_v = (client, event.service, event.use_package, chosen), version
+            day = TODAY.date() + timedelta(days=event.day)
+            b.snap, b.snap_v = (client, event.service, event.use_package, chosen, day), version
         else:
             if version <= max(b.snap_v, b.status_v):
                 return
@@ -187,12 +198,12 @@ class Model:
         self,
         booking_id: str,
         b: RefBooking,
-        snap: tuple[str, str, bool, str | None],
+        snap: SnapKey,
         *,
         edited: bool,
     ) -> None:
         """Rules 9-12 for one booking after a fresh event (`edited`: a new snapshot)."""
-        client, service, use, chosen = snap
+        client, service, use, chosen, day = snap
         if b.status in ENDING:
             if b.held:
                 reason = "booking_no_show" if b.status == "no_show" else "booking_cancelled"
@@ -204,19 +215,26 @@ class Model:
             return
         if b.held:
             r = self.records[b.held[0]]
-            if not r.live(self.today):
-                reason = "record_cancelled" if r.cancelled else "record_expired"
-                self.remove(booking_id, b, reason, restore=False)
+            if r.cancelled:
+                self.remove(booking_id, b, "record_cancelled", restore=False)
+            elif not r.serves(day):
+                self.remove(booking_id, b, "record_expired", restore=r.live(self.today))
             elif not use or chosen not in (None, r.record_id) or r.client != client:
                 self.remove(booking_id, b, "package_deselected", restore=True)
             elif service != b.held[1]:
                 self.remove(booking_id, b, "service_changed", restore=True)
         if not b.held and use and snap != b.matched_on:
-            self.match(booking_id, b, client, service, chosen)
+            self.match(booking_id, b, client, service, chosen, day)
         b.matched_on = snap
 
-    def match(
-        self, booking_id: str, b: RefBooking, client: str, service: str, chosen: str | None
+    def match(  # noqa: PLR0917 - the model spells out what the rule reads
+        self,
+        booking_id: str,
+        b: RefBooking,
+        client: str,
+        service: str,
+        chosen: str | None,
+        day: date,
     ) -> None:
         """Rule 9."""
         mine = [
@@ -229,14 +247,14 @@ class Model:
                     (topics.PACKAGE_NOT_APPLIED, booking_id, None, "record_not_found")
                 )
                 return
-            if not (found.live(self.today) and found.left(service)):
+            if not (found.serves(day) and found.left(service)):
                 self.published.append(
                     (topics.PACKAGE_NOT_APPLIED, booking_id, None, "record_not_eligible")
                 )
                 return
         else:
             eligible = sorted(
-                (r for r in mine if r.live(self.today) and r.left(service)), key=lambda r: r.order
+                (r for r in mine if r.serves(day) and r.left(service)), key=lambda r: r.order
             )
             if not eligible:
                 self.published.append(
@@ -314,6 +332,7 @@ def _event(shop: Shop, booking: str, version: int, event: Snap | Status, chosen:
         record=chosen,
         use_package=event.use_package,
         status=_snap_status(version),
+        starts_at=TODAY + timedelta(days=event.day, hours=6),
     )
 
 
