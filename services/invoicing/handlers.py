@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts import topics
@@ -19,7 +20,7 @@ from services.catalog import api as catalog
 from services.invoicing import domain
 from services.invoicing.tables import invoice, pending_line
 from services.kernel.rows import Columns, insert_rows, pack
-from services.kernel.unit_of_work import UnitOfWork
+from services.kernel.unit_of_work import Outcome, UnitOfWork
 from services.records import api as records
 
 log = logging.getLogger(__name__)
@@ -336,7 +337,29 @@ async def settle_waiting_lines(uow: UnitOfWork, limit: int = 200) -> int:
             )
             .values(state=state)
         )
+    await _note_invoices_done(uow, rows)
     return len(rows)
+
+
+async def _note_invoices_done(uow: UnitOfWork, rows: Sequence[Any]) -> None:
+    """An invoice none of whose lines waits any more has applied (unless a line was refused)."""
+    invoices = {(r.business_id, r.invoice_id): r for r in rows}
+    if not invoices:
+        return
+    still = set(
+        (
+            await uow.conn.execute(
+                select(pending_line.c.business_id, pending_line.c.invoice_id).where(
+                    tuple_(pending_line.c.business_id, pending_line.c.invoice_id).in_(invoices),
+                    pending_line.c.state == "waiting",
+                )
+            )
+        ).tuples()
+    )
+    for key, row in invoices.items():
+        event_id = uuid.UUID(row.cause["event_id"])
+        if key not in still and event_id not in uow.outcomes:
+            uow.outcomes[event_id] = Outcome("applied", "after_waiting", "")
 
 
 def _cause(row: Any, line: PackageLine | RecordLine) -> Envelope[Any]:

@@ -266,6 +266,13 @@ class Model:
         b.held = (found.record_id, service)
         self.published.append((topics.PACKAGE_APPLIED, booking_id, found.record_id, None))
 
+    def new_validity(self, n: int, until: date | None) -> None:
+        """A template edit: the package's records not cancelled or expired take the new day."""
+        record = list(self.records.values())[n]
+        if record.live(self.today):
+            record.expires_on = until
+            record.order = (until is None, until or date.min, *record.order[2:])
+
     def remove(self, booking_id: str, b: RefBooking, reason: str, *, restore: bool) -> None:
         """Let go of the hold, giving the session back or not."""
         assert b.held is not None
@@ -400,6 +407,12 @@ def _deliveries(
     return delivered
 
 
+def _validity_edit(edit: tuple[int, int | None], today: date) -> tuple[int, date | None]:
+    """Which record's package gets which new last day (None: never expires)."""
+    n, offset = edit
+    return n, None if offset is None else today + timedelta(days=offset)
+
+
 def _batches(data: st.DataObject, n: int) -> list[tuple[int, int]]:
     """Random cut points: batches of one up to the whole delivery."""
     cuts = data.draw(st.sets(st.integers(1, n - 1), max_size=n)) if n > 1 else set()
@@ -408,7 +421,7 @@ def _batches(data: st.DataObject, n: int) -> list[tuple[int, int]]:
 
 
 @settings(
-    max_examples=30,
+    max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -421,10 +434,20 @@ async def test_reordered_resent_batched_bookings_end_as_the_model_says(
     records = await _sell_all(shop, specs)
     delivered = _deliveries(data, shop, bookings, records)
     batches = _batches(data, len(delivered))
+    # Before some batches the owner gives a package a new validity (a last day, or none).
+    edits = data.draw(
+        st.dictionaries(
+            st.integers(0, len(batches) - 1),
+            st.tuples(st.integers(0, len(specs) - 1), st.sampled_from([None, -1, 3, 20])),
+            max_size=2,
+        )
+    )
     model = Model(shop.business_id, records, TODAY.date())
     seen = set()
     for day, (a, b) in enumerate(batches):
         model.today = TODAY.date() + timedelta(days=day)  # records expire as the days go by
+        if day in edits:
+            model.new_validity(*_validity_edit(edits[day], model.today))
         for booking, version, event, chosen, envelope in delivered[a:b]:
             if envelope.event_id not in seen:  # the inbox's part: a redelivery is a duplicate
                 seen.add(envelope.event_id)
@@ -436,6 +459,11 @@ async def test_reordered_resent_batched_bookings_end_as_the_model_says(
     raws = [raw(e) for *_, e in delivered]
     for day, (a, b) in enumerate(batches):
         clock.now = TODAY + timedelta(days=day)
+        if day in edits:
+            n, until = _validity_edit(edits[day], clock.now.date())
+            business = f"{shop.business_id}-other" if specs[n].other_business else None
+            pkg = package(dict(specs[n].totals), until=until, package_id=f"pkg-{n}")
+            await shop.edit_package(pkg, business_id=business, now=clock.now)
         await kernel.handle(raws[a:b])
 
     assert parked.parked == []

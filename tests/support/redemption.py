@@ -122,6 +122,16 @@ class Shop:
             )
         return created[0]
 
+    async def edit_package(
+        self, pkg: PackageDefined, *, business_id: str | None = None, now: datetime = TODAY
+    ) -> list[str]:
+        """The owner edits a package (as the catalog would): new terms reach its live records."""
+        business = business_id or self.business_id
+        cause = envelope(topics.PACKAGE_UPDATED, business, pkg.model_dump(mode="json"))
+        async with self.engine.begin() as conn:
+            uow = UnitOfWork(conn, "catalog", now=now)
+            return await records.apply_new_terms(uow, business, pkg, cause)
+
     async def cancel_record(self, record_id: str) -> None:
         """The business cancels a record (as the records service would)."""
         async with self.engine.begin() as conn:
