@@ -30,9 +30,9 @@ BookingId = Annotated[Id, Field(description="The platform's booking id")]
 InvoiceId = Annotated[Id, Field(description="The platform's invoice id")]
 
 
-_DECIMAL = re.compile(r"-?\d{1,12}(\.\d{1,6})?")
-_AMOUNT = _DECIMAL.pattern.removeprefix("-?")
-_PERCENT = re.compile(r"100(\.0{1,6})?|\d{1,2}(\.\d{1,6})?")
+_DECIMAL = re.compile(r"^-?\d{1,12}(\.\d{1,6})?$")
+_AMOUNT = _DECIMAL.pattern.replace("^-?", "^")
+_PERCENT = re.compile(r"^(100(\.0{1,6})?|\d{1,2}(\.\d{1,6})?)$")
 _AS_TEXT = PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json")
 
 
