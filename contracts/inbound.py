@@ -16,6 +16,7 @@ from contracts.base import (
     InvoiceId,
     Money,
     PackageId,
+    PercentString,
     RecordId,
     ServiceId,
 )
@@ -37,14 +38,16 @@ class PackageService(Frozen):
     """A service a package includes, with its session count."""
 
     service_id: ServiceId
-    sessions: StrictInt | None = Field(description="Sessions included; null for unlimited")
+    sessions: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        description="Sessions included, at least 1; null for unlimited"
+    )
 
 
 class PercentDiscount(Frozen):
     """A percentage off the booked service's price."""
 
     type: Literal["percent"]
-    value: DecimalString = Field(description='"0".."100"')
+    value: PercentString = Field(description='A decimal string from "0" to "100"')
 
 
 class AmountDiscount(Frozen):
@@ -74,7 +77,7 @@ class ValidUntil(Frozen):
     """Records expire at the end of a fixed date."""
 
     type: Literal["until"]
-    date: dt.date | None = Field(None, description="The last valid day (YYYY-MM-DD)")
+    date: dt.date = Field(description="The last valid day (YYYY-MM-DD)")
 
 
 Validity = Annotated[NeverExpires | ValidForDays | ValidUntil, Field(discriminator="type")]
@@ -106,7 +109,7 @@ class PackageLine(Frozen):
     line_id: Id
     type: Literal["package"]
     package_id: PackageId
-    quantity: StrictInt
+    quantity: StrictInt = Field(ge=1, description="How many records the line sells")
     unit_price: Money
 
 

@@ -75,6 +75,16 @@ OUTBOUND: dict[str, type[BaseModel]] = {
 }
 
 
+def key_of(topic: str) -> str:
+    """The field whose value keys a topic's messages: the id CONTRACT.md names for the topic.
+
+    What we publish is keyed by its client, and a refusal by its business.
+    """
+    if topic in INBOUND:
+        return INBOUND[topic].key
+    return "business_id" if topic == MESSAGE_REJECTED else "client_id"
+
+
 def dlq(topic: str) -> str:
     """The dead-letter topic of an inbound topic."""
     return topic + DLQ_SUFFIX

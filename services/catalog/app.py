@@ -5,15 +5,11 @@ from __future__ import annotations
 from faststream.kafka.annotations import KafkaMessage
 
 from contracts import topics
-from contracts.base import Envelope
-from contracts.inbound import PackageDefined, PackageStatusChanged, PlanChanged
 from services.catalog import handlers
 from services.catalog.tables import kernel
 from services.kernel.service import Service
 from services.kernel.settings import load_settings
 from services.kernel.timers import periodic
-
-CatalogEvent = Envelope[PlanChanged] | Envelope[PackageDefined] | Envelope[PackageStatusChanged]
 
 settings = load_settings()
 service = Service(
@@ -34,6 +30,6 @@ app = service.app
     topics.PACKAGE_DISABLED,
     topics.PACKAGE_ENABLED,
 )
-async def on_catalog_event(documented: list[CatalogEvent], message: KafkaMessage) -> None:
+async def on_catalog_event(message: KafkaMessage) -> None:
     """Plans and packages."""
     await service.handle(message)

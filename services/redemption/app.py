@@ -5,15 +5,11 @@ from __future__ import annotations
 from faststream.kafka.annotations import KafkaMessage
 
 from contracts import topics
-from contracts.base import Envelope
-from contracts.inbound import BookingSnapshot, BookingStatusChanged
 from services.kernel.service import Service
 from services.kernel.settings import load_settings
 from services.kernel.timers import periodic
 from services.redemption import handlers
 from services.redemption.tables import kernel
-
-BookingEvent = Envelope[BookingSnapshot] | Envelope[BookingStatusChanged]
 
 service = Service(
     "redemption",
@@ -35,6 +31,6 @@ app = service.app
 
 
 @service.subscriber(topics.BOOKING_CREATED, topics.BOOKING_UPDATED, topics.BOOKING_STATUS_CHANGED)
-async def on_booking_event(documented: list[BookingEvent], message: KafkaMessage) -> None:
+async def on_booking_event(message: KafkaMessage) -> None:
     """Bookings created, edited and changing status."""
     await service.handle(message)

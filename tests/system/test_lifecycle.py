@@ -96,12 +96,13 @@ async def test_a_business_below_pro_cannot_manage_packages(platform: Platform) -
 
 async def test_an_invalid_package_is_refused_naming_the_field(platform: Platform) -> None:
     business = events.new_business()
-    created = events.package(business, discount={"type": "percent", "value": "150"})
+    dollars_off = {"type": "amount", "value": {"amount": "5.00", "currency": "USD"}}
+    created = events.package(business, discount=dollars_off)  # the price is in EUR
     async with Reader(platform.bootstrap, ["message.rejected"]) as reader:
         await platform.send(events.plan(business), created)
         [rejected] = await reader.until(of_business(business), 1)
     assert body(rejected)["data"]["reason"] == "invalid_package"
-    assert body(rejected)["data"]["detail"].startswith("discount.value")
+    assert body(rejected)["data"]["detail"].startswith("discount.value.currency")
     assert body(rejected)["data"]["rejected_event_id"] == created["event_id"]
 
 
