@@ -70,6 +70,13 @@ def _edit(business: str, record_id: str, changes: dict[str, Any], role: str = "s
     )
 
 
+async def _settle(platform: Platform, *sent: dict[str, Any]) -> None:
+    """Send events and wait until none of them waits for anything any more."""
+    await platform.send(*sent)
+    for event in sent:
+        await platform.settled(event)
+
+
 async def _records(platform: Platform, business: str) -> list[tuple[Any, ...]]:
     """What a business's records are, ids aside (they name their business)."""
     rows = await platform.rows(
@@ -198,7 +205,7 @@ async def test_a_package_event_is_judged_by_the_plan_of_its_time(platform: Platf
 @pytest.mark.parametrize("topic", ["package.assigned", "package_record.edit_requested"])
 async def test_a_client_may_not_assign_or_edit_a_record(platform: Platform, topic: str) -> None:
     business = events.new_business()
-    await platform.send(events.plan(business), events.package(business), _assign(business))
+    await _settle(platform, events.plan(business), events.package(business), _assign(business))
     by_client = (
         _assign(business, "asg-2", role="client")
         if topic == "package.assigned"
@@ -213,7 +220,7 @@ async def test_voiding_cancels_what_the_invoice_sold_and_lets_go_what_it_paid(
     platform: Platform,
 ) -> None:
     business = events.new_business()
-    await platform.send(events.plan(business), events.package(business), _assign(business))
+    await _settle(platform, events.plan(business), events.package(business), _assign(business))
     lines = [
         events.package_line("l1"),
         {"line_id": "l2", "type": "package_record", "package_record_id": _assigned_id(business)},
@@ -241,14 +248,13 @@ async def test_a_new_validity_reaches_live_records_from_their_own_sale_day(
     platform: Platform,
 ) -> None:
     business = events.new_business()
-    await platform.send(
+    await _settle(
+        platform,
         events.plan(business),
         events.package(business),
         _assign(business, "asg-old", at=DAYS_AGO_10),
         _assign(business, "asg-hand"),
-    )
-    await platform.send(
-        _edit(business, _assigned_id(business, "asg-hand"), {"expires_on": "2031-05-01"})
+        _edit(business, _assigned_id(business, "asg-hand"), {"expires_on": "2031-05-01"}),
     )
     async with Reader(platform.bootstrap, ["package_record.updated"]) as reader:
         updated = events.package(

@@ -183,9 +183,11 @@ async def test_an_edit_after_the_record_expired_removes_without_restoring(
     edit = events.booking(
         business, "bk-1", version=2, topic="booking.updated", starts_at=tomorrow + timedelta(days=2)
     )
-    removed, not_applied = await _outcomes(platform, business, edit, count=2)
+    outcomes = await _outcomes(platform, business, edit, count=2)
+    by_topic = {o["topic"]: o for o in outcomes}
+    removed = by_topic["booking.package_removed"]
     assert (removed["reason"], removed["session_restored"]) == ("record_expired", False)
-    assert not_applied["reason"] == "no_eligible_record"
+    assert by_topic["booking.package_not_applied"]["reason"] == "no_eligible_record"
     assert await _used(platform, business) == {record: 1}
 
 
