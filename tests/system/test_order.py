@@ -19,15 +19,9 @@ from tests.conftest import Infra
 from tests.support import events
 from tests.support.flow import Platform
 from tests.support.kafka import Reader, body, of_business
-from tests.support.processes import ServiceProcess
 
 pytestmark = pytest.mark.infra
 DAYS_AGO_10 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=10)
-
-
-@pytest.fixture
-def platform(real_infra: Infra, services: dict[str, ServiceProcess], engine: Any) -> Platform:
-    return Platform(real_infra.bootstrap, engine)
 
 
 @pytest.fixture

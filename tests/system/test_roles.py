@@ -12,10 +12,8 @@ from typing import Any
 import pytest
 
 from contracts.topics import INBOUND
-from tests.conftest import Infra
 from tests.support import events
 from tests.support.flow import Platform
-from tests.support.processes import ServiceProcess
 
 pytestmark = pytest.mark.infra
 EXAMPLES = Path(__file__).resolve().parents[2] / "contracts" / "examples"
@@ -38,11 +36,6 @@ PERMITTED: dict[str, tuple[frozenset[str], str | None]] = {
     "booking.updated": (ANYONE, None),
     "booking.status_changed": (ANYONE, None),
 }
-
-
-@pytest.fixture
-def platform(real_infra: Infra, services: dict[str, ServiceProcess], engine: Any) -> Platform:
-    return Platform(real_infra.bootstrap, engine)
 
 
 def _example(topic: str) -> dict[str, Any]:
