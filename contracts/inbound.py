@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import zoneinfo
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Discriminator, Field, StrictBool, StrictInt, Tag
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    Tag,
+)
 
 from contracts.base import (
     BookingId,
@@ -32,6 +43,43 @@ class PlanChanged(Frozen):
     plan: Literal["free", "starter", "pro", "enterprise"] = Field(
         description="Only pro and enterprise may manage packages"
     )
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _iana_zone(name: str) -> str:
+    """An IANA time zone name the zone database knows, such as "Europe/Berlin"."""
+    if name not in _zones():
+        raise ValueError("must be an IANA time zone name such as Europe/Berlin")
+    return name
+
+
+TimeZoneName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    AfterValidator(_iana_zone),
+    Field(examples=["Europe/Berlin"]),
+]
+
+
+class SettingsChanged(Frozen):
+    """`business.settings_changed`: the business's time zone, policies and notice lead time."""
+
+    time_zone: TimeZoneName = Field(description="Days of records, appointments and reports")
+    no_show: Literal["restore", "forfeit"] = Field(
+        description="Whether a no-show gives the session back"
+    )
+    late_cancel_hours: Annotated[StrictInt, Field(ge=0, le=720)] | None = Field(
+        description="A cancellation less than this many hours before the appointment keeps the "
+        "session; null for never"
+    )
+    expiring_soon_days: Annotated[StrictInt, Field(ge=0, le=90)] = Field(
+        description="Days before expiry to notify; 0 for no notice"
+    )
+    version: Version
 
 
 class PackageService(Frozen):
@@ -242,6 +290,7 @@ __all__ = [
     "RecordEditRequested",
     "RecordLine",
     "SessionsTotal",
+    "SettingsChanged",
     "ValidForDays",
     "ValidUntil",
     "Validity",

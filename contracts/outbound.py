@@ -87,6 +87,17 @@ class PackageRepriced(Frozen):
     price_after: Money
 
 
+class PackageForfeited(Frozen):
+    """`booking.package_forfeited`: a no-show or late cancellation kept its session by the
+    business's policy; the booking keeps its redemption."""
+
+    booking_id: BookingId
+    client_id: ClientId
+    package_record_id: RecordId
+    reason: Literal["no_show", "late_cancel"]
+    sessions_remaining: int | None = Field(description="Left for the service; null for unlimited")
+
+
 RemovalReason = Literal[
     "booking_cancelled",
     "booking_no_show",
@@ -138,6 +149,7 @@ __all__ = [
     "NotAppliedReason",
     "Origin",
     "PackageApplied",
+    "PackageForfeited",
     "PackageNotApplied",
     "PackageRemoved",
     "PackageRepriced",

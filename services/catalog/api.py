@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, exists, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.inbound import PackageDefined
-from services.catalog.tables import package
+from services.catalog.tables import business_settings, package
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,10 +24,42 @@ class Package:
     active: bool
 
 
-def time_zone(_business_id: str) -> tzinfo:
-    """The business's time zone, in which its days are counted: UTC until business settings
-    are kept (`business.settings_changed`)."""
-    return UTC
+@dataclass(frozen=True, slots=True)
+class BusinessSettings:
+    """A business's time zone (its days), no-show and late-cancellation policy, notice lead."""
+
+    time_zone: tzinfo = UTC
+    no_show: str = "restore"
+    late_cancel_hours: int | None = None
+    expiring_soon_days: int = 7
+
+    def today(self, now: datetime) -> date:
+        """The business's day at `now`."""
+        return day_of(now, self.time_zone)
+
+
+DEFAULT_SETTINGS = BusinessSettings()
+
+
+async def settings_of(
+    conn: AsyncConnection, business_ids: Iterable[str]
+) -> dict[str, BusinessSettings]:
+    """Each business's settings, the defaults for one that never sent any, in one statement."""
+    wanted = sorted(set(business_ids))
+    found = {
+        r.business_id: BusinessSettings(
+            _zone(r.time_zone), r.no_show, r.late_cancel_hours, r.expiring_soon_days
+        )
+        for r in await conn.execute(
+            select(business_settings).where(business_settings.c.business_id.in_(wanted))
+        )
+    }
+    return {b: found.get(b, DEFAULT_SETTINGS) for b in wanted}
+
+
+@functools.lru_cache(maxsize=1024)
+def _zone(name: str) -> tzinfo:
+    return ZoneInfo(name)
 
 
 def day_of(instant: datetime, zone: tzinfo) -> date:

@@ -25,11 +25,12 @@ app = service.app
 
 @service.subscriber(
     topics.BUSINESS_PLAN_CHANGED,
+    topics.BUSINESS_SETTINGS_CHANGED,
     topics.PACKAGE_CREATED,
     topics.PACKAGE_UPDATED,
     topics.PACKAGE_DISABLED,
     topics.PACKAGE_ENABLED,
 )
 async def on_catalog_event(message: KafkaMessage) -> None:
-    """Plans and packages."""
+    """Plans, settings and packages."""
     await service.handle(message)

@@ -44,6 +44,16 @@ def may_manage(plan: str | None, actor: Actor | None) -> Refusal | None:
 MAX_SESSIONS = 100_000
 
 
+SETTERS = frozenset({"owner", "system"})
+
+
+def may_set(actor: Actor | None) -> Refusal | None:
+    """Business settings are the owner's (or the platform's, as `system`)."""
+    if actor is None or actor.role not in SETTERS:
+        return Refusal("not_permitted", "only the owner (or the platform) sets business settings")
+    return None
+
+
 def validate(package: PackageDefined) -> Refusal | None:
     """Rule 2: the checks the schema cannot make, each naming its field.
 

@@ -12,9 +12,9 @@ from sqlalchemy.dialects.postgresql import insert
 from contracts import topics
 from contracts.base import Envelope
 from contracts.codec import decode_stored
-from contracts.inbound import PackageDefined, PackageStatusChanged, PlanChanged
+from contracts.inbound import PackageDefined, PackageStatusChanged, PlanChanged, SettingsChanged
 from services.catalog import domain
-from services.catalog.tables import business_plan, package, waiting_event
+from services.catalog.tables import business_plan, business_settings, package, waiting_event
 from services.kernel.unit_of_work import Outcome, UnitOfWork
 from services.records import api as records
 
@@ -30,6 +30,8 @@ class Catalog:
         for event in events:
             if event.event_type == topics.BUSINESS_PLAN_CHANGED:
                 await change_plan(uow, event)
+            elif event.event_type == topics.BUSINESS_SETTINGS_CHANGED:
+                await change_settings(uow, event)
             elif not await self._waits_for_plan(uow, event):
                 await apply_package_event(uow, event)
 
@@ -73,6 +75,37 @@ async def change_plan(uow: UnitOfWork, event: Envelope[PlanChanged]) -> None:
         )
     )
     await release_waiting(uow, waiting_event.c.business_id == event.business_id)
+
+
+async def change_settings(uow: UnitOfWork, event: Envelope[SettingsChanged]) -> None:
+    """The business's time zone and policies, from the owner (or the platform); versioned:
+    a stale one changes nothing, a gap applies. They apply to what is handled after them."""
+    if refusal := domain.may_set(event.actor):
+        uow.reject(event, refusal.reason, refusal.detail)
+        return
+    data = event.data
+    stmt = insert(business_settings).values(
+        business_id=event.business_id,
+        **data.model_dump(include={"time_zone", "no_show", "late_cancel_hours"}),
+        expiring_soon_days=data.expiring_soon_days,
+        version=data.version,
+    )
+    applied = await uow.conn.scalar(
+        stmt.on_conflict_do_update(
+            index_elements=[business_settings.c.business_id],
+            set_={
+                "time_zone": stmt.excluded.time_zone,
+                "no_show": stmt.excluded.no_show,
+                "late_cancel_hours": stmt.excluded.late_cancel_hours,
+                "expiring_soon_days": stmt.excluded.expiring_soon_days,
+                "version": stmt.excluded.version,
+                "updated_at": func.now(),
+            },
+            where=business_settings.c.version < stmt.excluded.version,
+        ).returning(business_settings.c.version)
+    )
+    if applied is None:
+        uow.ignore(event, "stale_version", f"version {data.version} is not newer")
 
 
 async def release_waiting(uow: UnitOfWork, where: Any) -> int:

@@ -45,3 +45,17 @@ waiting_event = Table(
     Column("wait_until", DateTime(timezone=True), nullable=False),
     comment="Package events of a business whose plan has not arrived yet",
 )
+
+business_settings = Table(
+    "business_settings",
+    metadata,
+    Column("business_id", String(64), primary_key=True),
+    Column("time_zone", String(64), nullable=False),
+    Column("no_show", String(16), nullable=False),
+    Column("late_cancel_hours", Integer),
+    Column("expiring_soon_days", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment="A business's time zone, policies and notice lead time (UTC, restore, none, 7 "
+    "until its first business.settings_changed)",
+)

@@ -101,10 +101,11 @@ async def create_many(uow: UnitOfWork, sales: Sequence[Sale]) -> list[str]:
         return []
     clients = {(sale.business_id, sale.client_id) for sale in sales}
     await lock_clients(uow.conn, clients)
+    settings = await catalog.settings_of(uow.conn, (b for b, _ in clients))
     of_record: dict[str, _Terms] = {}
     rows: list[tuple[Any, ...]] = []
     for sale in sales:
-        created_on = catalog.day_of(sale.cause.occurred_at, catalog.time_zone(sale.business_id))
+        created_on = settings[sale.business_id].today(sale.cause.occurred_at)
         terms = _Terms.of(sale, created_on)
         for key in _record_keys(sale):
             of_record[key[0]] = terms
@@ -383,7 +384,7 @@ async def apply_new_terms(
 ) -> list[str]:
     """Rule 3: a package edit (services, sessions, discount, validity) reaches every record of
     it that is not cancelled or expired; it never brings one back."""
-    today = catalog.day_of(uow.now, catalog.time_zone(business_id))
+    today = (await catalog.settings_of(uow.conn, [business_id]))[business_id].today(uow.now)
     records = await repository.load(
         uow.conn,
         business_id,

@@ -135,7 +135,9 @@ async def edit_record(
         else None,
         status=changes.status,
         keep=_KEEP,
-        today=catalog.day_of(uow.now, catalog.time_zone(event.business_id)),
+        today=(await catalog.settings_of(uow.conn, [event.business_id]))[event.business_id].today(
+            uow.now
+        ),
     )
     if isinstance(result, domain.EditRefused):
         uow.reject(event, result.reason, result.detail)

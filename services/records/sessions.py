@@ -26,8 +26,8 @@ from services.records import repository
 from services.records.domain import Balance, Record, status_for
 from services.records.tables import package_record, record_service
 
-SessionKind = Literal["redeemed", "restored", "released"]
-_DELTA: dict[SessionKind, int] = {"redeemed": 1, "restored": -1, "released": 0}
+SessionKind = Literal["redeemed", "restored", "released", "forfeited"]
+_DELTA: dict[SessionKind, int] = {"redeemed": 1, "restored": -1, "released": 0, "forfeited": 0}
 _DISCOUNT: TypeAdapter[Discount] = TypeAdapter(Discount)
 _RECORDS = package_record.fullname
 _SERVICES = record_service.fullname
@@ -86,7 +86,8 @@ class Redeemable:
 
 @dataclass(frozen=True, slots=True)
 class SessionMove:
-    """A booking took a session, gave it back, or let a dead record keep it (released)."""
+    """A booking took a session, gave it back, let a dead record keep it (released), or kept it
+    by the business's policy (forfeited)."""
 
     business_id: str
     record_id: str

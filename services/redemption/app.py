@@ -23,6 +23,7 @@ service = Service(
         topics.PACKAGE_REMOVED,
         topics.PACKAGE_NOT_APPLIED,
         topics.PACKAGE_REPRICED,
+        topics.PACKAGE_FORFEITED,
         topics.RECORD_UPDATED,
         topics.MESSAGE_REJECTED,
     ],

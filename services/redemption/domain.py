@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Protocol
+from typing import Literal, Protocol
 
 from contracts.base import Money
 from contracts.inbound import (
@@ -23,6 +23,7 @@ from contracts.inbound import (
 from contracts.outbound import (
     NotAppliedReason,
     PackageApplied,
+    PackageForfeited,
     PackageNotApplied,
     PackageRemoved,
     PackageRepriced,
@@ -32,11 +33,12 @@ from contracts.outbound import (
 ENDING: tuple[BookingStatus, ...] = ("no_show", "cancelled")
 MAX_PLACES = 6
 
+ForfeitReason = Literal["no_show", "late_cancel"]
 BookingEvent = BookingSnapshot | BookingStatusChanged
 Inputs = tuple[str, str, bool, str | None, str | None]
 """What matching depends on: client, service, use_package, the chosen record and the
 appointment's day (ISO)."""
-Outbound = PackageApplied | PackageRemoved | PackageNotApplied | PackageRepriced
+Outbound = PackageApplied | PackageRemoved | PackageNotApplied | PackageRepriced | PackageForfeited
 
 
 class BalanceView(Protocol):
@@ -166,7 +168,35 @@ class Repriced:
     before: Held
 
 
-Action = Redeemed | Removed | Repriced
+@dataclass(frozen=True, slots=True)
+class Forfeited:
+    """A no-show or late cancellation kept its session by the business's policy: the booking
+    keeps its redemption."""
+
+    held: Held
+    reason: Literal["no_show", "late_cancel"]
+
+
+Action = Redeemed | Removed | Repriced | Forfeited
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The business's policy for sessions of bookings that did not happen (CONTRACT.md,
+    "Additions"): a no-show gives the session back unless `no_show` is forfeit; a cancellation
+    unless it came less than `late_cancel_hours` before the appointment."""
+
+    no_show: str = "restore"
+    late_cancel_hours: int | None = None
+
+    def keeps(self, status: str, starts_at: datetime, at: datetime) -> ForfeitReason | None:
+        """Why a session is kept for a booking that ended `status` at `at`, if it is."""
+        if status == "no_show" and self.no_show == "forfeit":
+            return "no_show"
+        hours = self.late_cancel_hours
+        if status == "cancelled" and hours is not None and starts_at - at < timedelta(hours=hours):
+            return "late_cancel"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,16 +288,19 @@ def decide(
     today: date,
     *,
     zone: tzinfo = UTC,
+    policy: Policy = Policy(),
+    at: datetime | None = None,
 ) -> Outcome:
     """Apply one booking event: stale, refused, or the booking's new state and what it did.
 
-    `today` is the day in the business's time `zone`, in which appointments' days are taken.
+    `today` is the day in the business's time `zone`, in which appointments' days are taken;
+    `at` is when the event happened, which the business's `policy` judges a cancellation by.
     On `Applied` the ledger holds the event's session changes; otherwise it is unchanged.
     """
     absorbed = absorb(state, business_id, event)
     if isinstance(absorbed, Stale):
         return absorbed
-    work = _Work(ledger, today, zone)
+    work = _Work(ledger, today, zone, policy, at)
     try:
         booking = work.reconcile(absorbed, edited=isinstance(event, BookingSnapshot))
     except _Refusal as refusal:
@@ -282,7 +315,7 @@ def rematch(booking: Booking, ledger: Ledger, today: date, *, zone: tzinfo = UTC
     appointment's day has passed."""
     if not booking.awaits_package or booking.day(zone) < today:
         return None
-    work = _Work(ledger, today, zone)
+    work = _Work(ledger, today, zone, Policy(), None)
     try:
         held = work.match(booking, quiet=True)
     except _Refusal:
@@ -358,10 +391,14 @@ class _Refusal(Exception):  # noqa: N818 - a control-flow signal inside this mod
 class _Work:
     """One event's reconciliation: the steps of rules 9-12, recording actions and events."""
 
-    def __init__(self, ledger: Ledger, today: date, zone: tzinfo) -> None:
+    def __init__(
+        self, ledger: Ledger, today: date, zone: tzinfo, policy: Policy, at: datetime | None
+    ) -> None:
         self.ledger = ledger
         self.today = today
         self.zone = zone
+        self.policy = policy
+        self.at = at
         self.actions: list[Action] = []
         self.events: list[Outbound] = []
 
@@ -371,7 +408,7 @@ class _Work:
         if inputs is None:
             return b  # a status change ahead of its booking: kept until the snapshot comes
         if b.status in ENDING:
-            return self._release(b)
+            return b if b.released else self._release(b)
         if b.released or not edited:
             # Out of cancelled again never silently redeems a second time; any other status
             # change is only noted.
@@ -392,8 +429,24 @@ class _Work:
                 self.ledger.take(held.record_id, held.service_id)
 
     def _release(self, b: Booking) -> Booking:
-        """Rule 11: no-show or cancelled gives the session back, once, and ends matching."""
-        if b.held is not None:
+        """Rule 11: no-show or cancelled gives the session back, once, and ends matching;
+        unless the business's policy keeps it, when the booking keeps its redemption."""
+        kept = None
+        if b.held is not None and b.starts_at is not None and self.at is not None:
+            kept = self.policy.keeps(b.status, b.starts_at, self.at)
+        if b.held is not None and kept is not None:
+            held = b.held
+            self.actions.append(Forfeited(held, kept))
+            self.events.append(
+                PackageForfeited.model_construct(
+                    booking_id=b.booking_id,
+                    client_id=b.client_id,
+                    package_record_id=held.record_id,
+                    reason=kept,
+                    sessions_remaining=self.ledger.remaining(held.record_id, held.service_id),
+                )
+            )
+        elif b.held is not None:
             reason: RemovalReason = (
                 "booking_no_show" if b.status == "no_show" else "booking_cancelled"
             )

@@ -20,6 +20,7 @@ from contracts import topics
 from contracts.base import Envelope, Money
 from contracts.outbound import (
     PackageApplied,
+    PackageForfeited,
     PackageNotApplied,
     PackageRemoved,
     PackageRepriced,
@@ -40,6 +41,7 @@ _TOPIC: dict[type[domain.Outbound], str] = {
     PackageRemoved: topics.PACKAGE_REMOVED,
     PackageNotApplied: topics.PACKAGE_NOT_APPLIED,
     PackageRepriced: topics.PACKAGE_REPRICED,
+    PackageForfeited: topics.PACKAGE_FORFEITED,
 }
 
 _KEY_COLUMNS: Columns = (("business_id", "text"), ("booking_id", "text"))
@@ -92,13 +94,20 @@ async def handle_batch(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None
         uow.conn, _clients(events, bookings.values()), _held_records(bookings.values())
     )
     ledger = domain.Ledger(locked)
-    days = _Days(uow)
+    days = await _Days.of_businesses(uow, (e.business_id for e in events))
     changes = _Changes()
     for event in events:
         key = (event.business_id, event.data.booking_id)
-        zone, today = days.of(event.business_id)
+        business = event.business_id
         outcome = domain.decide(
-            bookings.get(key), event.business_id, event.data, ledger, today, zone=zone
+            bookings.get(key),
+            business,
+            event.data,
+            ledger,
+            days.today(business),
+            zone=days.zone(business),
+            policy=days.policy(business),
+            at=event.occurred_at,
         )
         if isinstance(outcome, domain.Stale):
             uow.ignore(event, "stale_version", outcome.detail)
@@ -111,17 +120,25 @@ async def handle_batch(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None
 
 
 class _Days:
-    """Each business's time zone and today in it, looked up once a transaction."""
+    """Each business's time zone, today in it and its policy, looked up once a transaction."""
 
-    def __init__(self, uow: UnitOfWork) -> None:
+    def __init__(self, uow: UnitOfWork, settings: Mapping[str, catalog.BusinessSettings]) -> None:
         self._now = uow.now
-        self._known: dict[str, tuple[tzinfo, date]] = {}
+        self._settings = settings
 
-    def of(self, business_id: str) -> tuple[tzinfo, date]:
-        if business_id not in self._known:
-            zone = catalog.time_zone(business_id)
-            self._known[business_id] = (zone, catalog.day_of(self._now, zone))
-        return self._known[business_id]
+    @classmethod
+    async def of_businesses(cls, uow: UnitOfWork, business_ids: Iterable[str]) -> _Days:
+        return cls(uow, await catalog.settings_of(uow.conn, business_ids))
+
+    def zone(self, business_id: str) -> tzinfo:
+        return self._settings[business_id].time_zone
+
+    def today(self, business_id: str) -> date:
+        return self._settings[business_id].today(self._now)
+
+    def policy(self, business_id: str) -> domain.Policy:
+        found = self._settings[business_id]
+        return domain.Policy(found.no_show, found.late_cancel_hours)
 
 
 _CLIENT_COLUMNS: Columns = (("business_id", "text"), ("client_id", "text"))
@@ -148,11 +165,13 @@ async def rematch_waiting(uow: UnitOfWork, limit: int = 500) -> int:
     bookings = await _load_bookings(uow.conn, keys)  # as they are now that they are locked
     locked = await records.lock_records(uow.conn, _clients([], bookings.values()))
     ledger = domain.Ledger(locked)
-    days = _Days(uow)
+    days = await _Days.of_businesses(uow, (b for b, _ in keys))
     changes = _Changes()
     for key in keys:
-        zone, today = days.of(key[0])
-        outcome = domain.rematch(bookings[key], ledger, today, zone=zone)
+        business = key[0]
+        outcome = domain.rematch(
+            bookings[key], ledger, days.today(business), zone=days.zone(business)
+        )
         if outcome is not None:
             bookings[key] = outcome.booking
             changes.add(uow, None, outcome)
@@ -257,7 +276,9 @@ class _Changes:
             if isinstance(action, domain.Redeemed):
                 self.made.append(_Redemption(held, b))
                 kind: records.SessionKind = "redeemed"
-                reason = None
+                reason: str | None = None
+            elif isinstance(action, domain.Forfeited):
+                kind, reason = "forfeited", action.reason
             else:
                 self.removed.append(action)
                 kind = "restored" if action.restored else "released"

@@ -27,6 +27,7 @@ SERVICE_OF = {
     "booking.created": "redemption",
     "booking.updated": "redemption",
     "booking.status_changed": "redemption",
+    "business.settings_changed": "catalog",
 }
 
 

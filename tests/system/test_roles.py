@@ -23,6 +23,7 @@ ANYONE = frozenset(ROLES)
 # topic: (the roles that may send it, the reason the others are refused with)
 PERMITTED: dict[str, tuple[frozenset[str], str | None]] = {
     "business.plan_changed": (ANYONE, None),
+    "business.settings_changed": (frozenset({"owner", "system"}), "not_permitted"),
     "package.created": (frozenset({"owner"}), "not_owner"),
     "package.updated": (frozenset({"owner"}), "not_owner"),
     "package.disabled": (frozenset({"owner"}), "not_owner"),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,6 +17,8 @@ from contracts.inbound import PackageDefined, PackageLine
 from services.catalog import domain as catalog
 from services.invoicing import domain as invoicing
 from tests.support import events
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "contracts" / "examples"
 
 BUSINESS = "b-lumen-spa"
 Event = dict[str, Any]
@@ -174,3 +179,22 @@ def test_a_line_selling_more_than_the_limit_is_refused_by_the_rule() -> None:
         f"quantity: must be at most {invoicing.MAX_QUANTITY}, got {invoicing.MAX_QUANTITY + 1}"
     )
     assert invoicing.quantity_refusal(1) is None
+
+
+def test_business_settings_need_a_real_time_zone_and_bounded_policies() -> None:
+    example = json.loads((EXAMPLES / "business.settings_changed.json").read_text())
+    assert decode("business.settings_changed", json.dumps(example).encode()).data.time_zone == (
+        "Europe/Berlin"
+    )
+    for field, bad in [
+        ("time_zone", "Mars/Olympus_Mons"),
+        ("late_cancel_hours", 721),
+        ("expiring_soon_days", -1),
+        ("no_show", "keep"),
+    ]:
+        broken = copy.deepcopy(example)
+        broken["data"][field] = bad
+        with pytest.raises(MalformedMessage) as caught:
+            decode("business.settings_changed", json.dumps(broken).encode())
+        assert caught.value.code == "invalid"
+        assert field in caught.value.detail

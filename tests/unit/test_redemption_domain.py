@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -19,6 +19,7 @@ from contracts.inbound import (
 )
 from contracts.outbound import (
     PackageApplied,
+    PackageForfeited,
     PackageNotApplied,
     PackageRemoved,
     PackageRepriced,
@@ -510,3 +511,60 @@ def test_matching_again_with_still_no_record_publishes_nothing() -> None:
     assert state is not None
 
     assert domain.rematch(state, Ledger([record("rec-f", {FACIAL: (3, 0)})]), TODAY) is None
+
+
+FORFEIT_NO_SHOWS = domain.Policy(no_show="forfeit")
+DAY_AHEAD = domain.Policy(late_cancel_hours=24)
+APPOINTMENT = datetime(2026, 11, 27, 15, tzinfo=UTC)
+
+
+def _ended(
+    policy: domain.Policy, status_: str, at: datetime, ledger: Ledger | None = None
+) -> tuple[Ledger, Booking | None, domain.Outcome]:
+    ledger = ledger or Ledger([record("rec-1")])
+    state, _ = run(ledger, snapshot())
+    outcome = decide(state, BIZ, status(status_, 2), ledger, TODAY, policy=policy, at=at)
+    return ledger, applied(outcome).booking, outcome
+
+
+@pytest.mark.parametrize(
+    ("policy", "status_", "hours_before", "kept"),
+    [
+        (domain.Policy(), "no_show", 0, None),
+        (FORFEIT_NO_SHOWS, "no_show", 0, "no_show"),
+        (FORFEIT_NO_SHOWS, "cancelled", 1, None),
+        (DAY_AHEAD, "cancelled", 23, "late_cancel"),
+        (DAY_AHEAD, "cancelled", 24, None),
+        (DAY_AHEAD, "cancelled", -2, "late_cancel"),  # cancelled after it should have begun
+        (DAY_AHEAD, "no_show", 0, None),
+        (domain.Policy(late_cancel_hours=0), "cancelled", 1, None),
+    ],
+)
+def test_the_business_s_policy_decides_whether_a_session_comes_back(
+    policy: domain.Policy, status_: str, hours_before: int, kept: str | None
+) -> None:
+    at = APPOINTMENT - timedelta(hours=hours_before)
+    ledger, booking, outcome = _ended(policy, status_, at)
+
+    [event] = applied(outcome).events
+    if kept is None:
+        assert isinstance(event, PackageRemoved)
+        assert event.session_restored
+        assert ledger.used("rec-1", MASSAGE) == 0
+    else:
+        assert isinstance(event, PackageForfeited)
+        assert (event.reason, event.sessions_remaining) == (kept, 9)
+        assert ledger.used("rec-1", MASSAGE) == 1
+        assert booking is not None
+        assert booking.held is not None  # the booking keeps its redemption
+
+
+def test_a_forfeited_session_is_forfeited_once_and_a_status_back_redeems_nothing() -> None:
+    ledger, booking, _ = _ended(FORFEIT_NO_SHOWS, "no_show", APPOINTMENT)
+
+    again = decide(booking, BIZ, status("cancelled", 3), ledger, TODAY, policy=FORFEIT_NO_SHOWS)
+    back = decide(applied(again).booking, BIZ, status("confirmed", 4), ledger, TODAY)
+
+    assert applied(again).events == ()
+    assert applied(back).events == ()
+    assert ledger.used("rec-1", MASSAGE) == 1
