@@ -226,6 +226,10 @@ class RecordChanges(Frozen):
     expires_on: dt.date | None = Field(None, description="New expiry; null for never")
     sessions: list[SessionsTotal] | None = Field(None, max_length=500)
     status: Literal["cancelled", "active"] | None = None
+    frozen_until: dt.date | None = Field(
+        None,
+        description="Frozen from the request's day through this date; null: unfrozen now",
+    )
 
 
 class RecordEditRequested(Frozen):

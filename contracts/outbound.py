@@ -20,7 +20,7 @@ from contracts.base import (
 )
 from contracts.inbound import Discount
 
-RecordStatus = Literal["active", "exhausted", "expired", "cancelled"]
+RecordStatus = Literal["active", "exhausted", "frozen", "expired", "cancelled"]
 
 
 class InvoiceOrigin(Frozen):
@@ -62,6 +62,7 @@ class RecordState(Frozen):
     expires_on: date | None = Field(description="Last valid day; null for never")
     discount: Discount
     services: list[ServiceBalance]
+    frozen_until: date | None = Field(None, description="Frozen through this date; null if not")
 
 
 class RecordLowBalance(RecordState):

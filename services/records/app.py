@@ -21,6 +21,7 @@ service = Service(
         periodic("expiry", handlers.expire_due),
         periodic("waiting", handlers.settle_waiting),
         periodic("expiring-soon", handlers.notice_expiring),
+        periodic("thaw", handlers.thaw_due),
     ],
     publishes=[
         topics.RECORD_CREATED,

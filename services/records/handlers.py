@@ -135,8 +135,10 @@ async def edit_record(
         else None,
         status=changes.status,
         keep=_KEEP,
+        frozen_until=changes.frozen_until if "frozen_until" in changes.model_fields_set else _KEEP,
+        # The request's own day: a freeze starts on it, however late it is handled.
         today=(await catalog.settings_of(uow.conn, [event.business_id]))[event.business_id].today(
-            uow.now
+            event.occurred_at
         ),
     )
     if isinstance(result, domain.EditRefused):
@@ -222,7 +224,8 @@ async def expire_due(uow: UnitOfWork, limit: int = 1000) -> int:
         await uow.conn.execute(
             select(package_record.c.record_id, package_record.c.business_id)
             .where(
-                package_record.c.status.in_(domain.LIVE),
+                # A frozen record's expiry moves when its freeze ends: it is not due before.
+                package_record.c.status.in_(domain.SETTLED),
                 package_record.c.expires_on < uow.now.date(),
             )
             .order_by(package_record.c.expires_on)
@@ -243,6 +246,34 @@ async def expire_due(uow: UnitOfWork, limit: int = 1000) -> int:
     return len(rows)
 
 
+async def thaw_due(uow: UnitOfWork, limit: int = 500) -> int:
+    """Freezes past their last day end, once each: the expiry moves by the days frozen, and
+    bookings waiting for a package may now be matched. Returns how many."""
+    today = catalog.business_today(package_record.c.business_id, uow.now)
+    rows = (
+        await uow.conn.execute(
+            select(package_record.c.record_id, package_record.c.business_id)
+            .where(package_record.c.status == "frozen", package_record.c.frozen_until < today)
+            .order_by(package_record.c.frozen_until)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    by_business: dict[str, list[str]] = {}
+    for r in rows:
+        by_business.setdefault(r.business_id, []).append(r.record_id)
+    settings = await catalog.settings_of(uow.conn, by_business)
+    for business_id, ids in by_business.items():
+        records = await repository.load(uow.conn, business_id, package_record.c.record_id.in_(ids))
+        for record in records:
+            thawed = domain.thaw(record, settings[business_id].today(uow.now))
+            await repository.save(uow.conn, record, thawed)
+        await repository.note(uow.conn, [{"record_id": rid, "kind": "thawed"} for rid in ids])
+        await api.mark_usable(uow.conn, [(r.business_id, r.client_id) for r in records])
+        await repository.publish_states(uow, topics.RECORD_UPDATED, business_id, ids, None)
+    return len(rows)
+
+
 async def notice_expiring(uow: UnitOfWork, limit: int = 500) -> int:
     """`package_record.expiring_soon` once per record and expiry date, the business's lead
     time before it, in its time zone, while sessions remain; returns how many were sent."""
@@ -253,7 +284,7 @@ async def notice_expiring(uow: UnitOfWork, limit: int = 500) -> int:
             select(package_record.c.record_id, package_record.c.business_id)
             .add_columns((package_record.c.expires_on - today).label("days_left"))
             .where(
-                package_record.c.status.in_(domain.LIVE),  # as the expiry index has it
+                package_record.c.status.in_(domain.SETTLED),  # as the expiry index has it
                 package_record.c.status == "active",  # a session of some service remains
                 # The widest window any business may have, so the index on the expiry serves.
                 package_record.c.expires_on.between(

@@ -31,6 +31,8 @@ def _record(row: Any, balances: Iterable[Balance]) -> Record:
         created_on=row.created_on,
         balances=tuple(balances),
         expiry_by_hand=row.expiry_by_hand,
+        frozen_from=row.frozen_from,
+        frozen_until=row.frozen_until,
     )
 
 
@@ -68,6 +70,8 @@ async def save(conn: AsyncConnection, before: Record, after: Record, **extra: An
             paid=after.paid,
             expires_on=after.expires_on,
             expiry_by_hand=after.expiry_by_hand,
+            frozen_from=after.frozen_from,
+            frozen_until=after.frozen_until,
             updated_at=func.now(),
             **extra,
         )
@@ -141,6 +145,7 @@ def actor_json(actor: Actor | None) -> dict[str, str] | None:
 # contract JSON and go out as they are.
 _STATES = text(
     "SELECT p.record_id, p.client_id, p.package_id, p.paid, p.status, p.expires_on,"
+    " p.frozen_until,"
     " CAST(p.origin AS text) AS origin, CAST(p.discount AS text) AS discount,"
     ' array_agg(s.service_id ORDER BY s.service_id COLLATE "C") AS service_ids,'
     ' array_agg(s.sessions_total ORDER BY s.service_id COLLATE "C") AS totals,'
@@ -166,6 +171,7 @@ class StateRow(NamedTuple):
     expires_on: date | None
     origin: str | bytes  # contract JSON
     discount: str | bytes  # contract JSON
+    frozen_until: date | None = None
 
 
 def balances_of(row: Any) -> list[Balance]:
@@ -205,6 +211,7 @@ def state_json(
                 }
                 for b in balances
             ],
+            "frozen_until": row.frozen_until,
         }
         | (notice or {})
     )

@@ -40,8 +40,8 @@ _STATUS_COLUMNS: Columns = (("record_id", "text"), ("status", "text"))
 # Rows are locked in record id order, so two batches over the same records cannot deadlock.
 _LOCK_RECORDS = text(
     "SELECT p.record_id, p.business_id, p.client_id, p.package_id, p.status, p.paid,"
-    " p.expires_on, p.created_on, p.expiry_by_hand, p.seq, CAST(p.discount AS text) AS discount,"
-    " CAST(p.origin AS text) AS origin"
+    " p.expires_on, p.created_on, p.expiry_by_hand, p.frozen_from, p.frozen_until, p.seq,"
+    " CAST(p.discount AS text) AS discount, CAST(p.origin AS text) AS origin"
     f" FROM {_RECORDS} p WHERE p.record_id IN ("
     f" SELECT q.record_id FROM {_RECORDS} q"
     f"  JOIN ({unpack(_CLIENT_COLUMNS, 'clients')}) AS c"
@@ -134,6 +134,8 @@ def _redeemable(row: Any, balances: list[Balance]) -> Redeemable:
         created_on=row.created_on,
         balances=tuple(balances),
         expiry_by_hand=row.expiry_by_hand,
+        frozen_from=row.frozen_from,
+        frozen_until=row.frozen_until,
     )
     return Redeemable(record, _discount(row.discount), row.seq, row.discount, row.origin)
 
@@ -222,6 +224,7 @@ class _Settled:
             record.expires_on,
             locked.origin_json,
             locked.discount_json,
+            record.frozen_until,
         )
         return cls(row, status_for(record.status, balances), balances)
 

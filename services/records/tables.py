@@ -61,7 +61,11 @@ package_record = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("business_id", "invoice_id", "line_id", "unit"),
     UniqueConstraint("business_id", "assignment_id"),
-    CheckConstraint("status IN ('active', 'exhausted', 'expired', 'cancelled')", name="status"),
+    Column("frozen_from", Date, comment="The first frozen day, while frozen"),
+    Column("frozen_until", Date, comment="The last frozen day, while frozen"),
+    CheckConstraint(
+        "status IN ('active', 'exhausted', 'frozen', 'expired', 'cancelled')", name="status"
+    ),
 )
 Index("ix_package_record_client", package_record.c.business_id, package_record.c.client_id)
 Index("ix_package_record_package", package_record.c.business_id, package_record.c.package_id)

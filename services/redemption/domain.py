@@ -73,6 +73,9 @@ class RecordView(Protocol):
     def serves_on(self, day: date) -> bool:
         """Whether the record serves an appointment on that day."""
 
+    def expired_on(self, today: date) -> bool:
+        """Whether the record is past its last valid day."""
+
     def live_on(self, today: date) -> bool:
         """Whether a session may still come back to the record today."""
 
@@ -372,6 +375,11 @@ def price_after(price: Money, discount: Discount) -> Money | Refused:
     )
 
 
+def _applies_in(discount: Discount, currency: str) -> bool:
+    """Whether the discount can apply to a price in `currency` (a percent always can)."""
+    return not isinstance(discount, AmountDiscount) or discount.value.currency == currency
+
+
 def _money(money: Money) -> tuple[Decimal, str]:
     return money.amount, money.currency
 
@@ -468,7 +476,8 @@ class _Work:
         record = self._held_record(held)
         if record.status == "cancelled":
             return self._remove(b, held, "record_cancelled", restored=False)
-        if not record.serves_on(b.day(self.zone)):
+        # A freeze keeps the holds it found: only a day past the expiry loses one.
+        if record.expired_on(b.day(self.zone)):
             restored = record.live_on(self.today)
             return self._remove(b, held, "record_expired", restored=restored)
         chosen_other = b.chosen_record_id not in (None, held.record_id)

@@ -1,5 +1,5 @@
-"""Expiring-soon notices: once per record and expiry date, at the business's lead time in its
-time zone, only while sessions remain."""
+"""Records' timers: expiring-soon notices once per record and expiry date, at the business's
+lead time in its time zone, while sessions remain; freezes that end by their date."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import topics
@@ -15,8 +15,9 @@ from contracts.outbound import RecordExpiringSoon
 from services.catalog.tables import business_settings
 from services.kernel.unit_of_work import UnitOfWork
 from services.records import handlers
-from services.records.tables import package_record, record_service
-from tests.support.redemption import Shop, package
+from services.records import repository as records_repository
+from services.records.tables import package_record, record_service, usable_change
+from tests.support.redemption import Shop, envelope, package
 
 pytest_plugins = ["tests.integration.redemption_db"]  # a PostgreSQL of its own
 NOW = datetime(2026, 11, 20, 9, tzinfo=UTC)
@@ -119,3 +120,45 @@ async def test_the_lead_time_counts_in_the_business_s_time_zone(
     assert await _notices(redemption_engine, shop, datetime(2026, 11, 20, 9, tzinfo=UTC)) == []
     [notice] = await _notices(redemption_engine, shop, datetime(2026, 11, 20, 10, tzinfo=UTC))
     assert notice["days_left"] == 7
+
+
+async def test_a_freeze_ends_by_its_date_once_moving_the_expiry_by_its_days(
+    redemption_engine: AsyncEngine,
+) -> None:
+    shop = Shop(redemption_engine)
+    record = await shop.sell("cli-ana", package({"svc-massage": 5}, until=date(2026, 12, 31)))
+    edit = envelope(
+        topics.RECORD_EDIT_REQUESTED,
+        shop.business_id,
+        {
+            "request_id": "req-1",
+            "package_record_id": record,
+            "client_id": "cli-ana",
+            "changes": {"frozen_until": "2026-11-29"},
+        },
+        occurred_at=NOW,
+    )
+    async with redemption_engine.begin() as conn:
+        uow = UnitOfWork(conn, "records", now=NOW)
+        [found] = await records_repository.load(
+            conn, shop.business_id, package_record.c.record_id == record
+        )
+        await handlers.edit_record(uow, edit, found)
+
+    async def thaw(now: datetime) -> int:
+        async with redemption_engine.begin() as conn:
+            return await handlers.thaw_due(UnitOfWork(conn, "records", now=now))
+
+    assert await thaw(datetime(2026, 11, 29, 23, tzinfo=UTC)) == 0  # its last frozen day
+    assert await thaw(datetime(2026, 11, 30, 1, tzinfo=UTC)) >= 1
+    assert await thaw(datetime(2026, 11, 30, 2, tzinfo=UTC)) == 0
+    async with redemption_engine.connect() as conn:
+        row = (
+            await conn.execute(select(package_record).where(package_record.c.record_id == record))
+        ).one()
+        noted = await conn.scalar(
+            select(usable_change.c.client_id).where(usable_change.c.business_id == shop.business_id)
+        )
+    # Frozen from the 20th through the 29th: ten days more.
+    assert (row.status, row.expires_on, row.frozen_until) == ("active", date(2027, 1, 10), None)
+    assert noted == "cli-ana"  # waiting bookings of the client are matched again

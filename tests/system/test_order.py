@@ -283,3 +283,30 @@ async def test_a_held_booking_whose_price_changes_is_repriced(
     assert (answer["price_before"]["amount"], answer["price_after"]["amount"]) == ("90.00", "45.00")
     [record] = await platform.records(business, "cli-ana")
     assert record.sessions_used == 1
+
+
+async def test_a_frozen_record_serves_no_booking_until_it_is_unfrozen(platform: Platform) -> None:
+    business = events.new_business()
+    await _settle(platform, events.plan(business), events.package(business), _assign(business))
+    record_id = _assigned_id(business)
+    in_ten_days = (datetime.now(UTC) + timedelta(days=10)).date().isoformat()
+    async with Reader(platform.bootstrap, ["package_record.updated"]) as reader:
+        await platform.send(_edit(business, record_id, {"frozen_until": in_ten_days}))
+        [frozen] = await reader.until(of_business(business), 1)
+    assert (body(frozen)["data"]["status"], body(frozen)["data"]["frozen_until"]) == (
+        "frozen",
+        in_ten_days,
+    )
+    outcomes = ["booking.package_applied", "booking.package_not_applied"]
+    async with Reader(platform.bootstrap, outcomes) as reader:
+        await platform.send(events.booking(business, "bk-1"))  # in three days: frozen then
+        [refused] = await reader.until(of_business(business), 1)
+        assert body(refused)["data"]["reason"] == "no_eligible_record"
+        await platform.send(_edit(business, record_id, {"frozen_until": None}))
+        [applied] = await reader.until(of_business(business), 1)
+    assert (applied.topic, body(applied)["data"]["booking_id"]) == (
+        "booking.package_applied",
+        "bk-1",
+    )
+    [record] = await _records(platform, business)
+    assert record[4] == "active"

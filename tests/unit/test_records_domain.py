@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -134,3 +134,68 @@ def test_business_users_assign_and_edit_records_clients_never(
     assert (refusal is None) == permitted
     if refusal:
         assert refusal.reason == "not_permitted"
+
+
+def test_a_freeze_starts_on_the_request_s_day_and_serves_no_appointment_then() -> None:
+    frozen = domain.freeze(ana_s(), date(2026, 4, 10), today=date(2026, 4, 1))
+    assert isinstance(frozen, Record)
+    assert (frozen.status, frozen.frozen_from, frozen.frozen_until) == (
+        "frozen",
+        date(2026, 4, 1),
+        date(2026, 4, 10),
+    )
+    assert not frozen.serves_on(date(2026, 4, 5))
+    assert frozen.serves_on(date(2026, 4, 11))
+    assert frozen.live_on(date(2026, 4, 5))  # a session may still come back to it
+
+
+def test_when_a_freeze_ends_the_expiry_moves_by_the_days_frozen() -> None:
+    frozen = domain.freeze(ana_s(), date(2026, 4, 10), today=date(2026, 4, 1))
+    assert isinstance(frozen, Record)
+
+    thawed = domain.thaw(frozen, date(2026, 4, 11))
+
+    assert thawed.expires_on == date(2026, 5, 30) + timedelta(days=10)
+    assert (thawed.status, thawed.frozen_from, thawed.frozen_until) == ("active", None, None)
+
+
+def test_a_freeze_lifted_early_counts_only_the_days_it_lasted() -> None:
+    frozen = domain.freeze(ana_s(), date(2026, 4, 30), today=date(2026, 4, 1))
+    assert isinstance(frozen, Record)
+
+    lifted = domain.edit(
+        frozen,
+        expires=_KEEP,
+        totals=None,
+        status=None,
+        keep=_KEEP,
+        today=date(2026, 4, 4),
+        frozen_until=None,
+    )
+
+    assert isinstance(lifted, Record)
+    assert lifted.expires_on == date(2026, 5, 30) + timedelta(days=3)
+    assert lifted.status == "active"
+
+
+def test_a_record_that_never_expires_keeps_no_expiry_after_a_freeze() -> None:
+    frozen = domain.freeze(ana_s(expires_on=None), date(2026, 4, 10), today=date(2026, 4, 1))
+    assert isinstance(frozen, Record)
+    assert domain.thaw(frozen, date(2026, 4, 11)).expires_on is None
+
+
+def test_a_freeze_cannot_end_before_it_starts_nor_touch_a_cancelled_record() -> None:
+    past = domain.freeze(ana_s(), date(2026, 3, 31), today=date(2026, 4, 1))
+    assert isinstance(past, domain.EditRefused)
+    assert past.reason == "invalid_freeze"
+    cancelled = domain.edit(
+        ana_s(status="cancelled"),
+        expires=_KEEP,
+        totals=None,
+        status=None,
+        keep=_KEEP,
+        today=date(2026, 4, 1),
+        frozen_until=date(2026, 4, 9),
+    )
+    assert isinstance(cancelled, domain.EditRefused)
+    assert cancelled.reason == "record_cancelled"
