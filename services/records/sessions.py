@@ -37,8 +37,7 @@ _RECORD_COLUMNS: Columns = (("business_id", "text"), ("record_id", "text"))
 _MOVE_COLUMNS: Columns = (*_RECORD_COLUMNS, ("service_id", "text"), ("delta", "int"))
 _STATUS_COLUMNS: Columns = (("record_id", "text"), ("status", "text"))
 
-# Rows are locked in record id order, so two batches over the same records cannot deadlock.
-_LOCK_RECORDS = text(
+_SELECT_RECORDS = (
     "SELECT p.record_id, p.business_id, p.client_id, p.package_id, p.status, p.paid,"
     " p.expires_on, p.created_on, p.expiry_by_hand, p.frozen_from, p.frozen_until, p.seq,"
     " CAST(p.discount AS text) AS discount, CAST(p.origin AS text) AS origin"
@@ -50,8 +49,11 @@ _LOCK_RECORDS = text(
     f" SELECT q.record_id FROM {_RECORDS} q"
     f"  JOIN ({unpack(_RECORD_COLUMNS, 'named')}) AS n"
     "   ON q.business_id = n.business_id AND q.record_id = n.record_id)"
-    " ORDER BY p.record_id FOR UPDATE OF p"
+    " ORDER BY p.record_id"
 )
+# Rows are locked in record id order, so two batches over the same records cannot deadlock.
+_LOCK_RECORDS = text(_SELECT_RECORDS + " FOR UPDATE OF p")
+_READ_RECORDS = text(_SELECT_RECORDS)
 
 _BALANCES = text(
     f"SELECT record_id, service_id, sessions_total, sessions_used FROM {_SERVICES}"
@@ -102,15 +104,18 @@ async def lock_records(
     conn: AsyncConnection,
     clients: Iterable[tuple[str, str]],
     named: Iterable[tuple[str, str]] = (),
+    *,
+    lock: bool = True,
 ) -> list[Redeemable]:
-    """Lock and load, with balances, the records of these clients and these named records."""
+    """Lock (unless `lock` is false, for a read) and load, with balances, the records of these
+    clients and these named records."""
     client_keys = sorted(set(clients))
     record_keys = sorted(set(named))
     if not client_keys and not record_keys:
         return []
     rows = (
         await conn.execute(
-            _LOCK_RECORDS,
+            _LOCK_RECORDS if lock else _READ_RECORDS,
             {"clients": pack(client_keys), "named": pack(record_keys)},
         )
     ).all()

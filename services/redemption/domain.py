@@ -6,7 +6,7 @@ Plain values in, decisions out: the handler loads the batch's bookings and recor
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
@@ -61,6 +61,8 @@ class RecordView(Protocol):
     def business_id(self) -> str: ...
     @property
     def client_id(self) -> str: ...
+    @property
+    def package_id(self) -> str: ...
     @property
     def status(self) -> str: ...
     @property
@@ -312,6 +314,29 @@ def decide(
     return Applied(booking, tuple(work.actions), tuple(work.events))
 
 
+@dataclass(frozen=True, slots=True)
+class Option:
+    """A record that would serve a booking, as the booking form shows it."""
+
+    record: RedeemableView
+    sessions_remaining: int | None
+    price_after: Money
+
+
+def options(booking: Booking, ledger: Ledger, today: date, *, zone: tzinfo = UTC) -> list[Option]:
+    """The records that would serve such a booking, in the order a redemption picks them."""
+    work = _Work(ledger, today, zone, Policy(), None)
+    assert booking.service_id is not None
+    assert booking.price is not None
+    found = []
+    for r in work.candidates(booking):
+        after = price_after(booking.price, r.discount)
+        assert not isinstance(after, Refused)  # candidates' discounts apply
+        left = ledger.remaining(r.record.record_id, booking.service_id)
+        found.append(Option(r, left, after))
+    return found
+
+
 def rematch(booking: Booking, ledger: Ledger, today: date, *, zone: tzinfo = UTC) -> Applied | None:
     """A booking waiting for a package, matched again now that a record of its client appeared
     or became usable; None where it still gets none (nothing new is published then), or its
@@ -558,18 +583,16 @@ class _Work:
         return found if self._eligible(found, b) else "record_not_eligible"
 
     def _first_eligible(self, b: Booking) -> RedeemableView | NotAppliedReason:
-        """Auto-pick passes over a record whose discount cannot apply (another currency)."""
+        return next(self.candidates(b), "no_eligible_record")
+
+    def candidates(self, b: Booking) -> Iterator[RedeemableView]:
+        """Rule 9's auto-pick order of the records that would serve the booking; it passes
+        over a record whose discount cannot apply (another currency)."""
         assert b.price is not None
-        candidates = self.ledger.of_client(b.business_id, b.client_id)
-        return next(
-            (
-                r
-                for r in candidates
-                if self._eligible(r, b)
-                and not isinstance(price_after(b.price, r.discount), Refused)
-            ),
-            "no_eligible_record",
-        )
+        currency = b.price.currency
+        for r in self.ledger.of_client(b.business_id, b.client_id):
+            if _applies_in(r.discount, currency) and self._eligible(r, b):
+                yield r
 
     def _eligible(self, r: RedeemableView, b: Booking) -> bool:
         """Serves the appointment's day, covers the service and has a session of it left."""

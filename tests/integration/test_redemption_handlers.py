@@ -11,12 +11,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import topics
+from contracts.base import Money
 from contracts.outbound import RecordLowBalance, RecordState
 from services.records import api as records
 from services.records import repository as records_repository
 from services.redemption import api as redemption_api
 from services.redemption.tables import redemption, restoration
 from tests.support.redemption import (
+    APPOINTMENT,
     Clock,
     NoDeadLetters,
     Shop,
@@ -700,3 +702,29 @@ async def test_a_redemption_leaving_one_session_sends_a_low_balance_notice_each_
     assert notices(again) == [(record, MASSAGE, 1)]
     [notice] = [p for p in again if p.topic == topics.RECORD_LOW_BALANCE]
     RecordLowBalance.model_validate(notice.data)  # the record's body, plus the service
+
+
+async def test_the_first_package_option_is_the_record_a_booking_then_redeems(shop: Shop) -> None:
+    dollars_off = {"type": "amount", "value": {"amount": "5.00", "currency": "USD"}}
+    await shop.sell(ANA, package({MASSAGE: 5}, discount=dollars_off, until=date(2026, 12, 1)))
+    later = await shop.sell(
+        ANA,
+        package({MASSAGE: 5}, discount={"type": "percent", "value": "20"}, until=date(2027, 6, 1)),
+    )
+    sooner = await shop.sell(ANA, package({MASSAGE: 1}, until=date(2027, 1, 1)))
+    await shop.sell(ANA, package({FACIAL: 5}))
+    price = Money(amount=Decimal("60.00"), currency="EUR")
+
+    async with shop.engine.connect() as conn:
+        options = await redemption_api.package_options(
+            conn, shop.business_id, ANA, service_id=MASSAGE, starts_at=APPOINTMENT, price=price
+        )
+
+    assert [
+        (o.package_record_id, o.sessions_remaining, str(o.price_after.amount)) for o in options
+    ] == [
+        (sooner, 1, "0.00"),
+        (later, 5, "48.00"),
+    ]
+    await shop.handle(shop.created("bk-1", ANA, MASSAGE))
+    assert await shop.held("bk-1") == options[0].package_record_id
