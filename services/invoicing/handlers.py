@@ -71,6 +71,9 @@ class Invoicing:
                 accepted.append(event)
         if not accepted:
             return
+        # The clients' locks before any of their records' rows, in the order redemption
+        # takes them, so that the two cannot wait for each other.
+        await records.lock_clients(uow.conn, {(e.business_id, e.data.client_id) for e in accepted})
         states = await _upsert_invoices(uow, accepted, published=True)
         packages = await catalog.find_packages(
             uow.conn,
@@ -323,6 +326,7 @@ async def settle_waiting_lines(uow: UnitOfWork, limit: int = 200) -> int:
             .with_for_update(of=pending_line, skip_locked=True)
         )
     ).all()
+    await records.lock_clients(uow.conn, {(r.business_id, r.client_id) for r in rows})
     for row in rows:
         if row.record_id is not None:
             state = await _settle_record_line(uow, row)
