@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from contracts.topics import INBOUND
-from services.catalog.tables import business_plan, package
+from services.catalog.tables import business_plan, business_settings, package
 from services.http.app import create_app
 from services.invoicing.tables import invoice, pending_line
 from services.kernel.settings import Settings
@@ -88,6 +88,7 @@ async def _state_of(platform: Platform, business: str) -> dict[str, list[tuple[A
     held = redemption.c
     queries: dict[str, Any] = {
         "plan": select(business_plan.c.plan).where(business_plan.c.business_id == business),
+        "settings": select(business_settings).where(business_settings.c.business_id == business),
         "packages": select(package.c.package_id, package.c.terms, package.c.terms_version)
         .add_columns(package.c.status, package.c.status_version)
         .where(package.c.business_id == business)
@@ -321,6 +322,24 @@ SWEEP = {
     "booking.status_changed marking A's booking a no-show gives no session back": Trespass(
         "booking.status_changed",
         lambda a, b: [events.status_change(b, a.booking_id, "no_show", 5)],
+        [("applied", None)],
+    ),
+    "business.settings_changed changes B's settings only": Trespass(
+        "business.settings_changed",
+        lambda a, b: [
+            events.envelope(
+                "business.settings_changed",
+                b,
+                {
+                    "time_zone": "Pacific/Kiritimati",
+                    "no_show": "forfeit",
+                    "late_cancel_hours": 720,
+                    "expiring_soon_days": 90,
+                    "version": 1,
+                },
+                actor=events.OWNER,
+            )
+        ],
         [("applied", None)],
     ),
     "business.plan_changed changes B's plan only": Trespass(
