@@ -189,6 +189,8 @@ def run_command(
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "DATABASE_URL": postgres.url,
+            # Local use: the read API answers without a token unless told otherwise (said below).
+            "PACKAGES_API_AUTH": os.environ.get("PACKAGES_API_AUTH", "disabled"),
         }
         os.environ.update(env)
         migrate(postgres.url)
@@ -220,6 +222,8 @@ def run_command(
             f"  Kafka:      {kafka.bootstrap_servers}\n"
             f"  PostgreSQL: {postgres.dsn}\n"
             f"  Read API:   http://127.0.0.1:{http_port}/docs  (health: /health/ready, /metrics)\n"
+            f"              PACKAGES_API_AUTH={env['PACKAGES_API_AUTH']}"
+            f"{' (no token needed: local use only)' if env['PACKAGES_API_AUTH'] == 'disabled' else ''}\n"
             f"  Logs:       {directory}/<service>.log\n"
             f"Press Ctrl-C to stop."
         )

@@ -49,6 +49,16 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: str | None = None
     database_ssl: Literal["disable", "prefer", "require", "verify-full"] = "disable"
 
+    api_auth: Literal["required", "disabled"] = Field(
+        "required", description="disabled: the read API answers without a token (local use only)"
+    )
+    api_jwks_file: Path | None = Field(None, description="JWKS of the token issuer (RS256/ES256)")
+    api_jwks_url: str | None = Field(None, description="URL of the token issuer's JWKS")
+    api_jwt_secret: SecretStr | None = Field(None, description="Shared HS256 key of the issuer")
+    api_jwt_issuer: str | None = Field(None, description="The `iss` every token must carry")
+    api_jwt_audience: str | None = Field(None, description="The `aud` every token must carry")
+    api_jwt_leeway_s: float = Field(30.0, ge=0, le=300, description="Clock skew allowed")
+
     batch_max_records: int = Field(1000, ge=1, le=10_000)
     batch_timeout_ms: int = Field(20, ge=1, le=10_000)
     max_attempts: int = Field(
@@ -104,6 +114,54 @@ class Settings(BaseSettings):
         if value is not None and not Path(value).is_file():
             raise ValueError(f"no such file: {value}")
         return value
+
+    @field_validator("api_jwks_file")
+    @classmethod
+    def _jwks_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("api_jwks_url")
+    @classmethod
+    def _jwks_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an https:// URL")
+        return value
+
+    @field_validator("api_jwt_secret")
+    @classmethod
+    def _secret_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        # RFC 7518 3.2: an HS256 key has at least as many bits as the hash, 256.
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        """Tokens are checked against one kind of key: a JWKS (file or URL) or a secret."""
+        given = [self.api_jwks_file, self.api_jwks_url, self.api_jwt_secret]
+        if sum(source is not None for source in given) > 1:
+            raise ValueError(
+                f"set one of {ENV_PREFIX}API_JWKS_FILE, {ENV_PREFIX}API_JWKS_URL and "
+                f"{ENV_PREFIX}API_JWT_SECRET, not several"
+            )
+        return self
+
+    def api_auth_problem(self) -> str | None:
+        """Why the read API cannot check tokens as configured; None when it can (or need not)."""
+        if self.api_auth == "disabled":
+            return None
+        if not (self.api_jwks_file or self.api_jwks_url or self.api_jwt_secret):
+            return (
+                f"the read API needs {ENV_PREFIX}API_JWKS_FILE, {ENV_PREFIX}API_JWKS_URL or "
+                f"{ENV_PREFIX}API_JWT_SECRET (or {ENV_PREFIX}API_AUTH=disabled, for local use)"
+            )
+        if not (self.api_jwt_issuer and self.api_jwt_audience):
+            return (
+                f"the read API needs {ENV_PREFIX}API_JWT_ISSUER and {ENV_PREFIX}API_JWT_AUDIENCE"
+            )
+        return None
 
     @model_validator(mode="after")
     def _sasl_is_complete(self) -> Self:
