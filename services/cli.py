@@ -193,6 +193,8 @@ def run_command(
             "PACKAGES_API_AUTH": os.environ.get("PACKAGES_API_AUTH", "disabled"),
         }
         os.environ.update(env)
+        auth = env["PACKAGES_API_AUTH"]
+        open_api = auth == "disabled"
         migrate(postgres.url)
         asyncio.run(create_topics(load_settings()))
         children = {
@@ -222,8 +224,7 @@ def run_command(
             f"  Kafka:      {kafka.bootstrap_servers}\n"
             f"  PostgreSQL: {postgres.dsn}\n"
             f"  Read API:   http://127.0.0.1:{http_port}/docs  (health: /health/ready, /metrics)\n"
-            f"              PACKAGES_API_AUTH={env['PACKAGES_API_AUTH']}"
-            f"{' (no token needed: local use only)' if env['PACKAGES_API_AUTH'] == 'disabled' else ''}\n"
+            f"              PACKAGES_API_AUTH={auth}{' (no token: local use only)' * open_api}\n"
             f"  Logs:       {directory}/<service>.log\n"
             f"Press Ctrl-C to stop."
         )
