@@ -52,16 +52,17 @@ class _FileKeys:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._lock = threading.Lock()
-        self._seen: tuple[int, int] | None = None
+        self._read = b""
         self._keys: list[PyJWK] = []
 
     def key(self, kid: str | None) -> PyJWK | None:
         with self._lock:
             try:
-                stat = self._path.stat()
-                if (stat.st_mtime_ns, stat.st_size) != self._seen:
-                    self._keys = _usable(PyJWKSet.from_json(self._path.read_text()))
-                    self._seen = (stat.st_mtime_ns, stat.st_size)
+                # A few kilobytes: compared whole, since a timestamp may not tell a quick rewrite.
+                raw = self._path.read_bytes()
+                if raw != self._read:
+                    self._keys = _usable(PyJWKSet.from_json(raw.decode()))
+                    self._read = raw
             except (OSError, ValueError) as exc:
                 raise KeysUnavailableError from exc
             return _match(self._keys, kid)
