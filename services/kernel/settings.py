@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Literal, Self
 
-from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from aiokafka.abc import AbstractTokenProvider
+from faststream.security import (
+    BaseSecurity,
+    SASLOAuthBearer,
+    SASLPlaintext,
+    SASLScram256,
+    SASLScram512,
+)
 from pydantic import (
     AliasChoices,
     Field,
@@ -43,10 +51,24 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "PACKAGES_DATABASE_URL"),
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_mechanism: (
+        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None
+    ) = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_oauth_token_file: Path | None = Field(
+        None, description="OAUTHBEARER: a file holding the current token, renewed by the platform"
+    )
+    kafka_sasl_oauth_token_url: str | None = Field(
+        None, description="OAUTHBEARER: the OAuth server's token endpoint (client credentials)"
+    )
+    kafka_sasl_oauth_client_id: str | None = None
+    kafka_sasl_oauth_client_secret: SecretStr | None = None
+    kafka_sasl_oauth_scope: str | None = None
     kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS)")
+    kafka_ssl_keyfile: Path | None = Field(None, description="The client certificate's key")
+    kafka_ssl_key_password: SecretStr | None = None
     database_ssl: Literal["disable", "prefer", "require", "verify-full"] = "disable"
 
     api_auth: Literal["required", "disabled"] = Field(
@@ -115,17 +137,21 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {value}")
         return value
 
-    @field_validator("api_jwks_file")
+    @field_validator(
+        "api_jwks_file", "kafka_ssl_certfile", "kafka_ssl_keyfile", "kafka_sasl_oauth_token_file"
+    )
     @classmethod
-    def _jwks_file_exists(cls, value: Path | None) -> Path | None:
+    def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
         return value
 
-    @field_validator("api_jwks_url")
+    @field_validator("api_jwks_url", "kafka_sasl_oauth_token_url")
     @classmethod
-    def _jwks_url_is_http(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
+    def _url_is_https(cls, value: str | None) -> str | None:
+        # Plain http only to this machine: keys and client secrets must not cross a network bare.
+        local = value is not None and value.startswith(("http://127.0.0.1", "http://localhost"))
+        if value is not None and not (value.startswith("https://") or local):
             raise ValueError("must be an https:// URL")
         return value
 
@@ -158,37 +184,77 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}API_JWT_SECRET (or {ENV_PREFIX}API_AUTH=disabled, for local use)"
             )
         if not (self.api_jwt_issuer and self.api_jwt_audience):
-            return (
-                f"the read API needs {ENV_PREFIX}API_JWT_ISSUER and {ENV_PREFIX}API_JWT_AUDIENCE"
-            )
+            return f"the read API needs {ENV_PREFIX}API_JWT_ISSUER and {ENV_PREFIX}API_JWT_AUDIENCE"
         return None
 
     @model_validator(mode="after")
     def _sasl_is_complete(self) -> Self:
         """A SASL protocol, its mechanism and its credentials go together, or not at all."""
         sasl = self.kafka_security_protocol in _SASL_PROTOCOLS
-        if sasl and not self.kafka_sasl_mechanism:
+        mechanism = self.kafka_sasl_mechanism
+        if sasl and not mechanism:
             raise ValueError(
                 f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
-                f"{ENV_PREFIX}KAFKA_SASL_MECHANISM (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+                f"{ENV_PREFIX}KAFKA_SASL_MECHANISM "
+                "(PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)"
             )
-        if self.kafka_sasl_mechanism and not sasl:
+        if mechanism and not sasl:
             raise ValueError(
                 f"{ENV_PREFIX}KAFKA_SASL_MECHANISM needs {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL "
                 f"SASL_SSL or SASL_PLAINTEXT, not {self.kafka_security_protocol}"
             )
+        if mechanism == "OAUTHBEARER":
+            return self._oauth_is_complete()
         password = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
-        if self.kafka_sasl_mechanism and not (self.kafka_sasl_username and password):
+        if mechanism and not (self.kafka_sasl_username and password):
             raise ValueError(
-                f"{ENV_PREFIX}KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism} needs "
+                f"{ENV_PREFIX}KAFKA_SASL_MECHANISM={mechanism} needs "
                 f"{ENV_PREFIX}KAFKA_SASL_USERNAME and {ENV_PREFIX}KAFKA_SASL_PASSWORD"
             )
         return self
 
+    def _oauth_is_complete(self) -> Self:
+        file, url = self.kafka_sasl_oauth_token_file, self.kafka_sasl_oauth_token_url
+        if (file is None) == (url is None):
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_SASL_MECHANISM=OAUTHBEARER needs one of "
+                f"{ENV_PREFIX}KAFKA_SASL_OAUTH_TOKEN_FILE and "
+                f"{ENV_PREFIX}KAFKA_SASL_OAUTH_TOKEN_URL"
+            )
+        if url and not (self.kafka_sasl_oauth_client_id and self.kafka_sasl_oauth_client_secret):
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_SASL_OAUTH_TOKEN_URL needs "
+                f"{ENV_PREFIX}KAFKA_SASL_OAUTH_CLIENT_ID and "
+                f"{ENV_PREFIX}KAFKA_SASL_OAUTH_CLIENT_SECRET"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _client_certificate_is_complete(self) -> Self:
+        """A client certificate comes with its key, over TLS."""
+        cert, key = self.kafka_ssl_certfile, self.kafka_ssl_keyfile
+        if (cert is None) != (key is None):
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_SSL_CERTFILE and {ENV_PREFIX}KAFKA_SSL_KEYFILE go together"
+            )
+        if cert and self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_SSL_CERTFILE needs {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL "
+                f"SSL or SASL_SSL, not {self.kafka_security_protocol}"
+            )
+        if self.kafka_ssl_key_password and not key:
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_SSL_KEY_PASSWORD needs {ENV_PREFIX}KAFKA_SSL_KEYFILE"
+            )
+        return self
+
     def broker_security(self) -> BaseSecurity | None:
-        """The same security as FastStream's broker wants it."""
+        """The same security as FastStream's broker wants it (its token: `kafka_token_provider`)."""
         options = self.kafka_options()
         ssl_context = options.get("ssl_context")
+        use_ssl = self.kafka_security_protocol == "SASL_SSL"
+        if self.kafka_sasl_mechanism == "OAUTHBEARER":
+            return SASLOAuthBearer(ssl_context=ssl_context, use_ssl=use_ssl)  # type: ignore[arg-type]
         if not self.kafka_sasl_mechanism:
             return BaseSecurity(ssl_context=ssl_context) if ssl_context else None  # type: ignore[arg-type]
         kind = {
@@ -202,7 +268,23 @@ class Settings(BaseSettings):
             if self.kafka_sasl_password
             else "",
             ssl_context=ssl_context,  # type: ignore[arg-type]
-            use_ssl=self.kafka_security_protocol == "SASL_SSL",
+            use_ssl=use_ssl,
+        )
+
+    @cached_property
+    def kafka_token_provider(self) -> AbstractTokenProvider | None:
+        """Where OAUTHBEARER tokens come from: one per process, shared by its clients."""
+        from services.kernel.oauth import ClientCredentialsTokenProvider, FileTokenProvider
+
+        if self.kafka_sasl_mechanism != "OAUTHBEARER":
+            return None
+        if self.kafka_sasl_oauth_token_file is not None:
+            return FileTokenProvider(self.kafka_sasl_oauth_token_file)
+        return ClientCredentialsTokenProvider(
+            self.kafka_sasl_oauth_token_url or "",
+            self.kafka_sasl_oauth_client_id or "",
+            self.kafka_sasl_oauth_client_secret or SecretStr(""),
+            self.kafka_sasl_oauth_scope,
         )
 
     def kafka_options(self) -> dict[str, object]:
@@ -214,8 +296,18 @@ class Settings(BaseSettings):
         if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
             from aiokafka.helpers import create_ssl_context
 
-            options["ssl_context"] = create_ssl_context(cafile=self.kafka_ssl_cafile)
-        if self.kafka_sasl_mechanism:
+            options["ssl_context"] = create_ssl_context(
+                cafile=self.kafka_ssl_cafile,
+                certfile=str(self.kafka_ssl_certfile) if self.kafka_ssl_certfile else None,
+                keyfile=str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+                password=self.kafka_ssl_key_password.get_secret_value()
+                if self.kafka_ssl_key_password
+                else None,
+            )
+        if self.kafka_sasl_mechanism == "OAUTHBEARER":
+            options["sasl_mechanism"] = "OAUTHBEARER"
+            options["sasl_oauth_token_provider"] = self.kafka_token_provider
+        elif self.kafka_sasl_mechanism:
             options["sasl_mechanism"] = self.kafka_sasl_mechanism
             options["sasl_plain_username"] = self.kafka_sasl_username
             options["sasl_plain_password"] = (
