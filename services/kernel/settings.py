@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from functools import cached_property
 from pathlib import Path
 from typing import Literal, Self
@@ -246,6 +247,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}KAFKA_SSL_KEY_PASSWORD needs {ENV_PREFIX}KAFKA_SSL_KEYFILE"
             )
+        if cert and key:
+            secret = self.kafka_ssl_key_password
+            password = secret.get_secret_value() if secret else ""
+            try:
+                # A callable, never None: without a password OpenSSL would prompt on a terminal.
+                ssl.create_default_context().load_cert_chain(cert, key, lambda: password)
+            except (ssl.SSLError, OSError):
+                raise ValueError(
+                    f"{ENV_PREFIX}KAFKA_SSL_CERTFILE and {ENV_PREFIX}KAFKA_SSL_KEYFILE do not load "
+                    f"as a certificate and its key (is {ENV_PREFIX}KAFKA_SSL_KEY_PASSWORD right?)"
+                ) from None
         return self
 
     def broker_security(self) -> BaseSecurity | None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from services.http.app import create_app
 from services.http.auth import KeysUnavailableError, TokenVerifier, UnauthorizedError
 from services.kernel.settings import Settings
 from tests.support.api import AUDIENCE, ISSUER, Issuer, read_api, rsa_key, sign
+from tests.support.http_server import Served, serve
 
 SECRET = "a-shared-secret-of-the-salon-platform-0042"
 HS256: dict[str, Any] = {
@@ -156,41 +155,14 @@ def test_a_symmetric_key_in_a_jwks_is_never_used(issuer: Issuer) -> None:
 # -- a JWKS URL -----------------------------------------------------------------------------------
 
 
-class _JwksServer:
-    """The issuer's JWKS endpoint, counting how often it is asked."""
-
-    def __init__(self, issuer: Issuer) -> None:
-        served = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                served.fetches += 1
-                body = orjson.dumps(issuer.jwks())
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.fetches = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
-
-
 @pytest.fixture
-def jwks_server(issuer: Issuer) -> Iterator[_JwksServer]:
-    served = _JwksServer(issuer)
-    thread = threading.Thread(target=served.server.serve_forever, daemon=True)
-    thread.start()
-    yield served
-    served.server.shutdown()
-    served.server.server_close()
+def jwks_server(issuer: Issuer) -> Iterator[Served]:
+    with serve(lambda _request: (200, orjson.dumps(issuer.jwks()))) as served:
+        served.url += "/.well-known/jwks.json"
+        yield served
 
 
-def test_a_jwks_url_is_fetched_once_and_cached(issuer: Issuer, jwks_server: _JwksServer) -> None:
+def test_a_jwks_url_is_fetched_once_and_cached(issuer: Issuer, jwks_server: Served) -> None:
     settings = Settings(
         api_jwks_url=jwks_server.url, api_jwt_issuer=ISSUER, api_jwt_audience=AUDIENCE
     )
@@ -198,22 +170,20 @@ def test_a_jwks_url_is_fetched_once_and_cached(issuer: Issuer, jwks_server: _Jwk
     for _ in range(5):
         assert verify(issuer.token(["biz-1"])).may_read("biz-1")
         assert verify(issuer.token(["biz-1"], kid="ec-1")).may_read("biz-1")
-    assert jwks_server.fetches == 1
+    assert len(jwks_server.requests) == 1
     with pytest.raises(UnauthorizedError):
         verify(sign({"businesses": ["*"]}, rsa_key(), "RS256", kid="rsa-9"))
 
 
-async def test_unreachable_keys_answer_503_not_401_nor_500(
-    issuer: Issuer, jwks_server: _JwksServer
-) -> None:
+async def test_unreachable_keys_answer_503_not_401_nor_500(issuer: Issuer) -> None:
+    with serve(lambda _request: (200, b"{}")) as gone:
+        pass  # a port that just stopped answering
     settings = Settings(
-        api_jwks_url=jwks_server.url,
+        api_jwks_url=f"{gone.url}/.well-known/jwks.json",
         api_jwt_issuer=ISSUER,
         api_jwt_audience=AUDIENCE,
         database_url=NOWHERE,
     )
-    jwks_server.server.shutdown()
-    jwks_server.server.server_close()
     async with read_api(settings, issuer.token()) as client:
         answer = await client.get("/v1/businesses/biz-1/package-records/rec-1")
     assert (answer.status_code, answer.json()) == (503, {"detail": "unavailable"})
