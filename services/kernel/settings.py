@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = Field(None, description="The client certificate's key")
     kafka_ssl_key_password: SecretStr | None = None
     database_ssl: Literal["disable", "prefer", "require", "verify-full"] = "disable"
+    database_ssl_rootcert: Path | None = Field(
+        None,
+        description="verify-full: the CA that signs the server's certificate (else PGSSLROOTCERT)",
+    )
 
     api_auth: Literal["required", "disabled"] = Field(
         "required", description="disabled: the read API answers without a token (local use only)"
@@ -139,7 +143,11 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "api_jwks_file", "kafka_ssl_certfile", "kafka_ssl_keyfile", "kafka_sasl_oauth_token_file"
+        "api_jwks_file",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "kafka_sasl_oauth_token_file",
+        "database_ssl_rootcert",
     )
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
