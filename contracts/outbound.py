@@ -76,6 +76,28 @@ class PackageApplied(Frozen):
     sessions_remaining: int | None = Field(description="Left for the service; null for unlimited")
 
 
+class PackageRepriced(Frozen):
+    """`booking.package_repriced`: a held booking's price changed; the same record prices it."""
+
+    booking_id: BookingId
+    client_id: ClientId
+    package_record_id: RecordId
+    service_id: ServiceId
+    price_before: Money
+    price_after: Money
+
+
+class PackageForfeited(Frozen):
+    """`booking.package_forfeited`: a no-show or late cancellation kept its session by the
+    business's policy; the booking keeps its redemption."""
+
+    booking_id: BookingId
+    client_id: ClientId
+    package_record_id: RecordId
+    reason: Literal["no_show", "late_cancel"]
+    sessions_remaining: int | None = Field(description="Left for the service; null for unlimited")
+
+
 RemovalReason = Literal[
     "booking_cancelled",
     "booking_no_show",
@@ -127,8 +149,10 @@ __all__ = [
     "NotAppliedReason",
     "Origin",
     "PackageApplied",
+    "PackageForfeited",
     "PackageNotApplied",
     "PackageRemoved",
+    "PackageRepriced",
     "RecordState",
     "RecordStatus",
     "RemovalReason",

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from contracts import inbound, outbound
 
 BUSINESS_PLAN_CHANGED = "business.plan_changed"
+BUSINESS_SETTINGS_CHANGED = "business.settings_changed"
 PACKAGE_CREATED = "package.created"
 PACKAGE_UPDATED = "package.updated"
 PACKAGE_DISABLED = "package.disabled"
@@ -30,6 +31,8 @@ RECORD_EXPIRED = "package_record.expired"
 PACKAGE_APPLIED = "booking.package_applied"
 PACKAGE_REMOVED = "booking.package_removed"
 PACKAGE_NOT_APPLIED = "booking.package_not_applied"
+PACKAGE_REPRICED = "booking.package_repriced"
+PACKAGE_FORFEITED = "booking.package_forfeited"
 MESSAGE_REJECTED = "message.rejected"
 
 DLQ_SUFFIX = ".dlq"
@@ -46,6 +49,7 @@ class Inbound:
 
 INBOUND: dict[str, Inbound] = {
     BUSINESS_PLAN_CHANGED: Inbound(inbound.PlanChanged, "business_id"),
+    BUSINESS_SETTINGS_CHANGED: Inbound(inbound.SettingsChanged, "business_id", actor_required=True),
     PACKAGE_CREATED: Inbound(inbound.PackageDefined, "package_id", actor_required=True),
     PACKAGE_UPDATED: Inbound(inbound.PackageDefined, "package_id", actor_required=True),
     PACKAGE_DISABLED: Inbound(inbound.PackageStatusChanged, "package_id", actor_required=True),
@@ -69,8 +73,20 @@ OUTBOUND: dict[str, type[BaseModel]] = {
     PACKAGE_APPLIED: outbound.PackageApplied,
     PACKAGE_REMOVED: outbound.PackageRemoved,
     PACKAGE_NOT_APPLIED: outbound.PackageNotApplied,
+    PACKAGE_REPRICED: outbound.PackageRepriced,
+    PACKAGE_FORFEITED: outbound.PackageForfeited,
     MESSAGE_REJECTED: outbound.MessageRejected,
 }
+
+
+def key_of(topic: str) -> str:
+    """The field whose value keys a topic's messages: the id CONTRACT.md names for the topic.
+
+    What we publish is keyed by its client, and a refusal by its business.
+    """
+    if topic in INBOUND:
+        return INBOUND[topic].key
+    return "business_id" if topic == MESSAGE_REJECTED else "client_id"
 
 
 def dlq(topic: str) -> str:

@@ -56,6 +56,7 @@ class Record:
     expires_on: date | None
     created_on: date
     balances: tuple[Balance, ...] = field(default=())
+    expiry_by_hand: bool = False
 
     def balance(self, service_id: str) -> Balance | None:
         """The balance of one service, if the record covers it."""
@@ -64,6 +65,15 @@ class Record:
     def expired_on(self, today: date) -> bool:
         """Rule 8: a record expires at the end of its last valid day."""
         return self.expires_on is not None and today > self.expires_on
+
+    def serves_on(self, day: date) -> bool:
+        """A record serves appointments on the days it is valid: not cancelled, not after its
+        last valid day (an appointment entered after the fact still counts)."""
+        return self.status != "cancelled" and not self.expired_on(day)
+
+    def live_on(self, today: date) -> bool:
+        """Neither cancelled nor expired today: a session may still come back to it."""
+        return self.status in LIVE and not self.expired_on(today)
 
 
 def settle_status(record: Record) -> RecordStatus:
@@ -82,7 +92,11 @@ def status_for(status: RecordStatus, balances: Sequence[Balance]) -> RecordStatu
 
 
 def with_terms(record: Record, package: PackageDefined) -> Record:
-    """Rule 3: new terms; used sessions stay used and no balance goes below zero."""
+    """Rule 3: new terms; used sessions stay used and no balance goes below zero.
+
+    A new validity counts from the record's own creation day, unless the business set the
+    record's expiry by hand.
+    """
     old = {b.service_id: b for b in record.balances}
     balances = []
     for s in package.services:
@@ -97,6 +111,8 @@ def with_terms(record: Record, package: PackageDefined) -> Record:
         if b.service_id not in new_ids and b.used > 0
     ]
     updated = replace(record, balances=tuple(balances))
+    if not record.expiry_by_hand:
+        updated = replace(updated, expires_on=expires_on(package, record.created_on))
     return replace(updated, status=settle_status(updated))
 
 
@@ -106,6 +122,17 @@ class EditRefused:
 
     reason: str
     detail: str
+
+
+ASSIGNERS = frozenset({"owner", "staff", "system"})
+EDITORS = frozenset({"owner", "staff"})
+
+
+def permitted(role: str | None, allowed: frozenset[str]) -> EditRefused | None:
+    """Who may do what: business users assign and edit records, clients never."""
+    if role in allowed:
+        return None
+    return EditRefused("not_permitted", f"a {role or 'missing'} actor may not do this")
 
 
 def edit(
@@ -137,7 +164,7 @@ def edit(
         balances = [replace(b, total=total) if b.service_id == service_id else b for b in balances]
     updated = replace(record, balances=tuple(balances))
     if expires is not keep:
-        updated = replace(updated, expires_on=expires)  # type: ignore[arg-type]
+        updated = replace(updated, expires_on=expires, expiry_by_hand=True)  # type: ignore[arg-type]
     if status == "cancelled":
         return replace(updated, status="cancelled")
     if updated.status == "expired" and not updated.expired_on(today):

@@ -1,75 +1,131 @@
-"""The records service's units of work: assignments, edits and expiry."""
+"""The records service's units of work: assignments, edits, what waits for them, and expiry."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import delete, exists, or_, select
+from sqlalchemy.dialects.postgresql import insert
 
 from contracts import topics
 from contracts.base import Envelope
+from contracts.codec import decode_stored
 from contracts.inbound import PackageAssigned, RecordEditRequested
 from contracts.outbound import AssignmentOrigin
 from services.catalog import api as catalog
-from services.kernel.unit_of_work import UnitOfWork
+from services.kernel.unit_of_work import Outcome, UnitOfWork
 from services.records import api, domain, repository
-from services.records.tables import package_record
+from services.records.tables import package_record, waiting_event
 
 log = logging.getLogger(__name__)
 _KEEP = object()
 
 
-async def handle_batch(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
-    """Assignments and edits, one after another."""
-    for event in events:
-        if event.event_type == topics.PACKAGE_ASSIGNED:
-            await assign_package(uow, event)
+class Records:
+    """Handlers that know how long an assignment or edit may wait for what it names."""
+
+    def __init__(self, early_event_wait_s: float) -> None:
+        self.wait = timedelta(seconds=early_event_wait_s)
+
+    async def handle_batch(self, uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
+        """Assignments and edits, one after another."""
+        for event in events:
+            allowed = (
+                domain.ASSIGNERS if event.event_type == topics.PACKAGE_ASSIGNED else domain.EDITORS
+            )
+            if refusal := domain.permitted(event.actor.role if event.actor else None, allowed):
+                uow.reject(event, refusal.reason, refusal.detail)
+            elif event.event_type == topics.PACKAGE_ASSIGNED:
+                await self.assign(uow, event)
+            else:
+                await self.edit(uow, event)
+
+    async def assign(self, uow: UnitOfWork, event: Envelope[PackageAssigned]) -> None:
+        """An assignment of a package not seen yet waits for it."""
+        package = await catalog.find_package(uow.conn, event.business_id, event.data.package_id)
+        if package is None:
+            await self._keep(uow, event, package_id=event.data.package_id)
         else:
-            await edit_record(uow, event)
+            await assign_package(uow, event, package)
+
+    async def edit(self, uow: UnitOfWork, event: Envelope[RecordEditRequested]) -> None:
+        """An edit of a record not created yet waits for it; later edits queue behind it."""
+        data = event.data
+        record = None
+        if not await _edits_waiting(uow, event.business_id, data.package_record_id):
+            record = await api.find_record(uow.conn, event.business_id, data.package_record_id)
+        if record is None:
+            await self._keep(uow, event, record_id=data.package_record_id)
+        else:
+            await edit_record(uow, event, record)
+
+    async def _keep(
+        self,
+        uow: UnitOfWork,
+        event: Envelope[Any],
+        *,
+        package_id: str | None = None,
+        record_id: str | None = None,
+    ) -> None:
+        await uow.conn.execute(
+            insert(waiting_event)
+            .values(
+                business_id=event.business_id,
+                event_id=str(event.event_id),
+                topic=event.event_type,
+                envelope=event.model_dump(mode="json"),
+                package_id=package_id,
+                record_id=record_id,
+                wait_until=uow.now + self.wait,
+            )
+            .on_conflict_do_nothing()
+        )
+        named = f"package {package_id}" if package_id else f"record {record_id}"
+        uow.defer(event, "not_seen_yet", f"kept until {named} arrives")
 
 
-async def assign_package(uow: UnitOfWork, event: Envelope[PackageAssigned]) -> None:
-    """Rule 5: a record given without invoicing is created unpaid."""
-    data = event.data
-    package = await catalog.find_package(uow.conn, event.business_id, data.package_id)
-    if package is None:
-        uow.reject(event, "package_not_found", f"package {data.package_id} is not in this business")
-        return
+async def _edits_waiting(uow: UnitOfWork, business_id: str, record_id: str) -> bool:
+    found = await uow.conn.scalar(
+        select(waiting_event.c.seq)
+        .where(waiting_event.c.business_id == business_id, waiting_event.c.record_id == record_id)
+        .limit(1)
+    )
+    return found is not None
+
+
+async def assign_package(
+    uow: UnitOfWork, event: Envelope[PackageAssigned], package: catalog.Package
+) -> None:
+    """Rule 5: a record given without invoicing is created unpaid, on the assignment's day."""
     if not package.active:
-        uow.reject(event, "package_disabled", f"package {data.package_id} is disabled")
+        uow.reject(event, "package_disabled", f"package {event.data.package_id} is disabled")
         return
     await api.create_records(
         uow,
         event.business_id,
-        data.client_id,
+        event.data.client_id,
         package.terms,
-        AssignmentOrigin(assignment_id=data.assignment_id),
+        AssignmentOrigin(assignment_id=event.data.assignment_id),
         quantity=1,
         paid=False,
         cause=event,
     )
 
 
-async def edit_record(uow: UnitOfWork, event: Envelope[RecordEditRequested]) -> None:
+async def edit_record(
+    uow: UnitOfWork, event: Envelope[RecordEditRequested], record: domain.Record
+) -> None:
     """Rule 7: expiry and totals change, or the record is cancelled; never reactivated."""
     data = event.data
-    found = await repository.load(
-        uow.conn,
-        event.business_id,
-        and_(
-            package_record.c.record_id == data.package_record_id,
-            package_record.c.client_id == data.client_id,
-        ),
-    )
-    if not found:
+    if record.client_id != data.client_id:
         uow.reject(
             event, "record_not_found", f"record {data.package_record_id} is not this client's"
         )
         return
-    record = found[0]
     changes = data.changes
     result = domain.edit(
         record,
@@ -79,7 +135,9 @@ async def edit_record(uow: UnitOfWork, event: Envelope[RecordEditRequested]) -> 
         else None,
         status=changes.status,
         keep=_KEEP,
-        today=uow.now.date(),
+        today=(await catalog.settings_of(uow.conn, [event.business_id]))[event.business_id].today(
+            uow.now
+        ),
     )
     if isinstance(result, domain.EditRefused):
         uow.reject(event, result.reason, result.detail)
@@ -100,8 +158,62 @@ async def edit_record(uow: UnitOfWork, event: Envelope[RecordEditRequested]) -> 
             }
         ],
     )
+    if not cancelled:
+        await api.mark_usable(uow.conn, [(record.business_id, record.client_id)])
     topic = topics.RECORD_CANCELLED if cancelled else topics.RECORD_UPDATED
     await repository.publish_states(uow, topic, event.business_id, [record.record_id], event)
+
+
+async def settle_waiting(uow: UnitOfWork, limit: int = 200) -> int:
+    """Apply, in arrival order, what waited and can go now: assignments whose package arrived,
+    edits whose record was created; refuse, as in order, what waited too long. Returns how many.
+    """
+    record_known = exists().where(
+        package_record.c.business_id == waiting_event.c.business_id,
+        package_record.c.record_id == waiting_event.c.record_id,
+    )
+    due = or_(
+        waiting_event.c.wait_until <= uow.now,
+        record_known,
+        catalog.package_known(waiting_event.c.business_id, waiting_event.c.package_id),
+    )
+    rows = (
+        await uow.conn.execute(
+            select(waiting_event).where(due).order_by(waiting_event.c.seq).limit(limit)
+        )
+    ).all()
+    for row in rows:
+        await uow.conn.execute(delete(waiting_event).where(waiting_event.c.seq == row.seq))
+        event = decode_stored(row.topic, row.envelope)
+        uow.outcomes[event.event_id] = Outcome("applied", "after_waiting", "")
+        if row.package_id is not None:
+            await _assign_after_waiting(uow, event)
+        else:
+            await _edit_after_waiting(uow, event)
+    return len(rows)
+
+
+async def _assign_after_waiting(uow: UnitOfWork, event: Envelope[PackageAssigned]) -> None:
+    package = await catalog.find_package(uow.conn, event.business_id, event.data.package_id)
+    if package is None:
+        uow.reject(
+            event,
+            "package_not_found",
+            f"package {event.data.package_id} is not in this business",
+        )
+    else:
+        await assign_package(uow, event, package)
+
+
+async def _edit_after_waiting(uow: UnitOfWork, event: Envelope[RecordEditRequested]) -> None:
+    data = event.data
+    record = await api.find_record(uow.conn, event.business_id, data.package_record_id)
+    if record is None:
+        uow.reject(
+            event, "record_not_found", f"record {data.package_record_id} is not this client's"
+        )
+    else:
+        await edit_record(uow, event, record)
 
 
 async def expire_due(uow: UnitOfWork, limit: int = 1000) -> int:

@@ -30,6 +30,7 @@ def _record(row: Any, balances: Iterable[Balance]) -> Record:
         expires_on=row.expires_on,
         created_on=row.created_on,
         balances=tuple(balances),
+        expiry_by_hand=row.expiry_by_hand,
     )
 
 
@@ -66,6 +67,7 @@ async def save(conn: AsyncConnection, before: Record, after: Record, **extra: An
             status=after.status,
             paid=after.paid,
             expires_on=after.expires_on,
+            expiry_by_hand=after.expiry_by_hand,
             updated_at=func.now(),
             **extra,
         )

@@ -26,8 +26,8 @@ from services.records import repository
 from services.records.domain import Balance, Record, status_for
 from services.records.tables import package_record, record_service
 
-SessionKind = Literal["redeemed", "restored", "released"]
-_DELTA: dict[SessionKind, int] = {"redeemed": 1, "restored": -1, "released": 0}
+SessionKind = Literal["redeemed", "restored", "released", "forfeited"]
+_DELTA: dict[SessionKind, int] = {"redeemed": 1, "restored": -1, "released": 0, "forfeited": 0}
 _DISCOUNT: TypeAdapter[Discount] = TypeAdapter(Discount)
 _RECORDS = package_record.fullname
 _SERVICES = record_service.fullname
@@ -40,7 +40,7 @@ _STATUS_COLUMNS: Columns = (("record_id", "text"), ("status", "text"))
 # Rows are locked in record id order, so two batches over the same records cannot deadlock.
 _LOCK_RECORDS = text(
     "SELECT p.record_id, p.business_id, p.client_id, p.package_id, p.status, p.paid,"
-    " p.expires_on, p.created_on, p.seq, CAST(p.discount AS text) AS discount,"
+    " p.expires_on, p.created_on, p.expiry_by_hand, p.seq, CAST(p.discount AS text) AS discount,"
     " CAST(p.origin AS text) AS origin"
     f" FROM {_RECORDS} p WHERE p.record_id IN ("
     f" SELECT q.record_id FROM {_RECORDS} q"
@@ -86,14 +86,15 @@ class Redeemable:
 
 @dataclass(frozen=True, slots=True)
 class SessionMove:
-    """A booking took a session, gave it back, or let a dead record keep it (released)."""
+    """A booking took a session, gave it back, let a dead record keep it (released), or kept it
+    by the business's policy (forfeited)."""
 
     business_id: str
     record_id: str
     service_id: str
     booking_id: str
     kind: SessionKind
-    cause: Envelope[Any]
+    cause: Envelope[Any] | None  # None for a booking matched again when a record appeared
     reason: str | None = None
 
 
@@ -132,6 +133,7 @@ def _redeemable(row: Any, balances: list[Balance]) -> Redeemable:
         expires_on=row.expires_on,
         created_on=row.created_on,
         balances=tuple(balances),
+        expiry_by_hand=row.expiry_by_hand,
     )
     return Redeemable(record, _discount(row.discount), row.seq, row.discount, row.origin)
 
@@ -211,9 +213,12 @@ def _settled(locked: Redeemable, deltas: dict[str, int]) -> tuple[str, RecordSta
 
 def _history(m: SessionMove) -> repository.HistoryRow:
     """The history row of a redemption, restoration or release, with its booking."""
-    return (m.record_id, m.kind, repository.actor_json(m.cause.actor), m.booking_id, _detail(m))
+    actor = repository.actor_json(m.cause.actor) if m.cause else None
+    return (m.record_id, m.kind, actor, m.booking_id, _detail(m))
 
 
 def _detail(m: SessionMove) -> dict[str, str]:
-    detail = {"service_id": m.service_id, "event_id": str(m.cause.event_id)}
+    detail = {"service_id": m.service_id}
+    if m.cause:
+        detail["event_id"] = str(m.cause.event_id)
     return detail | ({"reason": m.reason} if m.reason else {})

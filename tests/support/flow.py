@@ -28,6 +28,7 @@ SERVICE_OF = {
     "booking.created": "redemption",
     "booking.updated": "redemption",
     "booking.status_changed": "redemption",
+    "business.settings_changed": "catalog",
 }
 
 
@@ -74,6 +75,20 @@ class Platform:
         raise AssertionError(
             f"{event['event_type']} {event['event_id']} was not handled in {timeout}s"
         )
+
+    async def settled(
+        self,
+        event: dict[str, Any],
+        timeout: float = 60.0,  # noqa: ASYNC109 - a polling deadline
+    ) -> tuple[str, str | None]:
+        """Wait until the event is handled and no longer waits for what it needs; its outcome."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            outcome = await self.handled(event, timeout)
+            if outcome[0] != "deferred":
+                return outcome
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{event['event_type']} {event['event_id']} still waits")
 
     async def outcome(self, event: dict[str, Any]) -> tuple[str, str | None]:
         """The event's recorded outcome (waits for it)."""
