@@ -10,12 +10,19 @@ from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AfterValidator
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.http.auth import EVERYONE, KeysUnavailableError, UnauthorizedError, verifier_for
+from services.http.auth import (
+    ALL_BUSINESSES,
+    EVERYONE,
+    KeysUnavailableError,
+    UnauthorizedError,
+    verifier_for,
+)
 from services.kernel.db import make_engine
 from services.kernel.settings import Settings, load_settings
 from services.records import api as records
@@ -90,7 +97,13 @@ def _unauthorized() -> HTTPException:
     return HTTPException(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
 
 
-def _authorize(request: Request) -> None:
+# Reads the header and, for OpenAPI, says that /v1 wants a Bearer token; the checks are ours.
+_BEARER = HTTPBearer(auto_error=False, bearerFormat="JWT")
+
+
+def _authorize(
+    request: Request, bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+) -> None:
     """Every /v1 request: a valid token, ids that can exist, and a business the token names.
 
     A business outside the token answers as a record of another business does: 404.
@@ -99,11 +112,10 @@ def _authorize(request: Request) -> None:
     verify = request.app.state.verifier
     caller = EVERYONE
     if verify is not None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        if bearer is None or not bearer.credentials.strip():
             raise _unauthorized()
         try:
-            caller = verify(token.strip())
+            caller = verify(bearer.credentials.strip())
         except UnauthorizedError:
             raise _unauthorized() from None
         except KeysUnavailableError:
@@ -111,7 +123,8 @@ def _authorize(request: Request) -> None:
     ids = request.path_params.values()
     if not all(len(v) <= ID_MAX_LENGTH and _storable(v) for v in ids):
         raise HTTPException(404, NOT_FOUND)
-    if not caller.may_read(request.path_params["business_id"]):
+    # A route of no one business is for platform-wide callers only.
+    if not caller.may_read(request.path_params.get("business_id", ALL_BUSINESSES)):
         raise HTTPException(404, NOT_FOUND)
 
 
