@@ -64,6 +64,19 @@ class RecordState(Frozen):
     services: list[ServiceBalance]
 
 
+class RecordLowBalance(RecordState):
+    """`package_record.low_balance`: a redemption left exactly one session of a service."""
+
+    service_id: ServiceId = Field(description="The service with one session left")
+
+
+class RecordExpiringSoon(RecordState):
+    """`package_record.expiring_soon`: the record expires within the business's notice lead
+    time while sessions remain; once per record and expiry date."""
+
+    days_left: int = Field(description="Days from today to the last valid day")
+
+
 class PackageApplied(Frozen):
     """`booking.package_applied`: a session of a record was redeemed for the booking."""
 
@@ -153,6 +166,8 @@ __all__ = [
     "PackageNotApplied",
     "PackageRemoved",
     "PackageRepriced",
+    "RecordExpiringSoon",
+    "RecordLowBalance",
     "RecordState",
     "RecordStatus",
     "RemovalReason",

@@ -28,6 +28,8 @@ RECORD_UPDATED = "package_record.updated"
 RECORD_PAID = "package_record.paid"
 RECORD_CANCELLED = "package_record.cancelled"
 RECORD_EXPIRED = "package_record.expired"
+RECORD_LOW_BALANCE = "package_record.low_balance"
+RECORD_EXPIRING_SOON = "package_record.expiring_soon"
 PACKAGE_APPLIED = "booking.package_applied"
 PACKAGE_REMOVED = "booking.package_removed"
 PACKAGE_NOT_APPLIED = "booking.package_not_applied"
@@ -70,6 +72,8 @@ OUTBOUND: dict[str, type[BaseModel]] = {
     RECORD_PAID: outbound.RecordState,
     RECORD_CANCELLED: outbound.RecordState,
     RECORD_EXPIRED: outbound.RecordState,
+    RECORD_LOW_BALANCE: outbound.RecordLowBalance,
+    RECORD_EXPIRING_SOON: outbound.RecordExpiringSoon,
     PACKAGE_APPLIED: outbound.PackageApplied,
     PACKAGE_REMOVED: outbound.PackageRemoved,
     PACKAGE_NOT_APPLIED: outbound.PackageNotApplied,

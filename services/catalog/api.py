@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, exists, select, tuple_
+from sqlalchemy import ColumnElement, Date, cast, exists, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.inbound import PackageDefined
@@ -55,6 +55,26 @@ async def settings_of(
         )
     }
     return {b: found.get(b, DEFAULT_SETTINGS) for b in wanted}
+
+
+def business_today(business_id: Any, now: Any) -> ColumnElement[Any]:
+    """For another service's query: the business's day at `now`, in its time zone."""
+    zone = (
+        select(business_settings.c.time_zone)
+        .where(business_settings.c.business_id == business_id)
+        .scalar_subquery()
+    )
+    return cast(func.timezone(func.coalesce(zone, "UTC"), now), Date)
+
+
+def expiring_soon_days(business_id: Any) -> ColumnElement[int]:
+    """For another service's query: the business's notice lead time, in days."""
+    lead = (
+        select(business_settings.c.expiring_soon_days)
+        .where(business_settings.c.business_id == business_id)
+        .scalar_subquery()
+    )
+    return func.coalesce(lead, DEFAULT_SETTINGS.expiring_soon_days)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -17,12 +17,17 @@ service = Service(
     kernel,
     handlers.Records(settings.early_event_wait_s).handle_batch,
     settings=settings,
-    timers=[periodic("expiry", handlers.expire_due), periodic("waiting", handlers.settle_waiting)],
+    timers=[
+        periodic("expiry", handlers.expire_due),
+        periodic("waiting", handlers.settle_waiting),
+        periodic("expiring-soon", handlers.notice_expiring),
+    ],
     publishes=[
         topics.RECORD_CREATED,
         topics.RECORD_UPDATED,
         topics.RECORD_CANCELLED,
         topics.RECORD_EXPIRED,
+        topics.RECORD_EXPIRING_SOON,
         topics.MESSAGE_REJECTED,
     ],
 )

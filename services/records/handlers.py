@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, or_, select
+from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts import topics
@@ -240,4 +240,46 @@ async def expire_due(uow: UnitOfWork, limit: int = 1000) -> int:
             await repository.save(uow.conn, record, replace(record, status="expired"))
         await repository.note(uow.conn, [{"record_id": rid, "kind": "expired"} for rid in ids])
         await repository.publish_states(uow, topics.RECORD_EXPIRED, business_id, ids, None)
+    return len(rows)
+
+
+async def notice_expiring(uow: UnitOfWork, limit: int = 500) -> int:
+    """`package_record.expiring_soon` once per record and expiry date, the business's lead
+    time before it, in its time zone, while sessions remain; returns how many were sent."""
+    today = catalog.business_today(package_record.c.business_id, uow.now)
+    lead = catalog.expiring_soon_days(package_record.c.business_id)
+    rows = (
+        await uow.conn.execute(
+            select(package_record.c.record_id, package_record.c.business_id)
+            .add_columns((package_record.c.expires_on - today).label("days_left"))
+            .where(
+                package_record.c.status.in_(domain.LIVE),  # as the expiry index has it
+                package_record.c.status == "active",  # a session of some service remains
+                # The widest window any business may have, so the index on the expiry serves.
+                package_record.c.expires_on.between(
+                    uow.now.date() - timedelta(days=1), uow.now.date() + timedelta(days=91)
+                ),
+                package_record.c.expiry_noticed_on.is_distinct_from(package_record.c.expires_on),
+                lead > 0,
+                package_record.c.expires_on >= today,
+                package_record.c.expires_on - lead <= today,
+            )
+            .order_by(package_record.c.expires_on)
+            .limit(limit)
+            .with_for_update(of=package_record, skip_locked=True)
+        )
+    ).all()
+    if not rows:
+        return 0
+    await uow.conn.execute(
+        update(package_record)
+        .where(package_record.c.record_id.in_([r.record_id for r in rows]))
+        .values(expiry_noticed_on=package_record.c.expires_on)
+    )
+    due = {r.record_id: r for r in rows}
+    for row in await repository.state_rows(uow.conn, list(due)):
+        notice = {"days_left": due[row.record_id].days_left}
+        state = repository.state_json(row, row.status, repository.balances_of(row), notice)
+        business_id = due[row.record_id].business_id
+        uow.publish_json(topics.RECORD_EXPIRING_SOON, row.client_id, state, business_id=business_id)
     return len(rows)

@@ -174,8 +174,14 @@ def balances_of(row: Any) -> list[Balance]:
     return [Balance(*b) for b in balances if b[0] is not None]
 
 
-def state_json(row: StateRow | Any, status: RecordStatus, balances: Sequence[Balance]) -> bytes:
-    """`RecordState`'s JSON from a `state_rows` row or a `StateRow`, fields in contract order.
+def state_json(
+    row: StateRow | Any,
+    status: RecordStatus,
+    balances: Sequence[Balance],
+    notice: dict[str, Any] | None = None,
+) -> bytes:
+    """`RecordState`'s JSON from a `state_rows` row or a `StateRow`, fields in contract order,
+    then a notice's own fields, if any.
 
     Every part of it was validated when it was written, and it is published for nearly every
     booking: building and validating the model again would double the cost of a redemption.
@@ -200,6 +206,7 @@ def state_json(row: StateRow | Any, status: RecordStatus, balances: Sequence[Bal
                 for b in balances
             ],
         }
+        | (notice or {})
     )
 
 

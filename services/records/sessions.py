@@ -178,37 +178,64 @@ def move_sessions(
     for rid in sorted(moved):
         if rid not in by_id:
             raise LookupError(f"record {rid} moved without being locked first")
-        client_id, status, state = _settled(by_id[rid], moved[rid])
-        if status != by_id[rid].record.status:
-            statuses[rid] = status
+        settled = _Settled.of(by_id[rid], moved[rid])
+        if settled.status != by_id[rid].record.status:
+            statuses[rid] = settled.status
         move = last[rid]
-        uow.publish_json(
-            topics.RECORD_UPDATED, client_id, state, business_id=move.business_id, cause=move.cause
+        publish = functools.partial(
+            uow.publish_json, business_id=move.business_id, cause=move.cause
         )
+        publish(topics.RECORD_UPDATED, settled.client_id, settled.state())
+        for service_id in settled.last_one_left(moved[rid]):
+            notice = settled.state({"service_id": service_id})
+            publish(topics.RECORD_LOW_BALANCE, settled.client_id, notice)
     writes.add(_SET_STATUS, list(statuses.items()))
     return sorted(moved)
 
 
-def _settled(locked: Redeemable, deltas: dict[str, int]) -> tuple[str, RecordStatus, bytes]:
-    """A locked record after its moves: its client, its status (active or exhausted from the
-    new balances) and its state's JSON."""
-    record = locked.record
-    # `lock_records` loaded the balances in the order a published state lists them.
-    balances = [
-        Balance(b.service_id, b.total, b.used + deltas.get(b.service_id, 0))
-        for b in record.balances
-    ]
-    status = status_for(record.status, balances)
-    row = repository.StateRow(
-        record.record_id,
-        record.client_id,
-        record.package_id,
-        record.paid,
-        record.expires_on,
-        locked.origin_json,
-        locked.discount_json,
-    )
-    return record.client_id, status, repository.state_json(row, status, balances)
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """A locked record after its moves: its status (active or exhausted from the new
+    balances) and what its published state is made of."""
+
+    row: repository.StateRow
+    status: RecordStatus
+    balances: list[Balance]
+
+    @property
+    def client_id(self) -> str:
+        return self.row.client_id
+
+    @classmethod
+    def of(cls, locked: Redeemable, deltas: dict[str, int]) -> _Settled:
+        record = locked.record
+        # `lock_records` loaded the balances in the order a published state lists them.
+        balances = [
+            Balance(b.service_id, b.total, b.used + deltas.get(b.service_id, 0))
+            for b in record.balances
+        ]
+        row = repository.StateRow(
+            record.record_id,
+            record.client_id,
+            record.package_id,
+            record.paid,
+            record.expires_on,
+            locked.origin_json,
+            locked.discount_json,
+        )
+        return cls(row, status_for(record.status, balances), balances)
+
+    def state(self, notice: dict[str, Any] | None = None) -> bytes:
+        """The record's state's JSON, with a notice's fields if any."""
+        return repository.state_json(self.row, self.status, self.balances, notice)
+
+    def last_one_left(self, deltas: dict[str, int]) -> list[str]:
+        """The services a redemption left with exactly one session."""
+        return [
+            b.service_id
+            for b in self.balances
+            if deltas.get(b.service_id, 0) > 0 and b.remaining == 1
+        ]
 
 
 def _history(m: SessionMove) -> repository.HistoryRow:

@@ -52,6 +52,11 @@ package_record = Table(
     ),
     Column("discount", JSONB, nullable=False),
     Column("created_on", Date, nullable=False),
+    Column(
+        "expiry_noticed_on",
+        Date,
+        comment="The expiry an expiring-soon notice was sent for: once per record and expiry",
+    ),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("business_id", "invoice_id", "line_id", "unit"),

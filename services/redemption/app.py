@@ -25,6 +25,7 @@ service = Service(
         topics.PACKAGE_REPRICED,
         topics.PACKAGE_FORFEITED,
         topics.RECORD_UPDATED,
+        topics.RECORD_LOW_BALANCE,
         topics.MESSAGE_REJECTED,
     ],
 )

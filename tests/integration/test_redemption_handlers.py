@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import topics
-from contracts.outbound import RecordState
+from contracts.outbound import RecordLowBalance, RecordState
 from services.records import api as records
 from services.records import repository as records_repository
 from services.redemption import api as redemption_api
@@ -670,3 +671,32 @@ async def test_a_waiting_booking_that_ended_or_whose_day_passed_is_not_matched_a
     assert await shop.rematch(now=datetime(2026, 11, 20, 9, tzinfo=UTC)) == []
     assert await shop.used(record, MASSAGE) == 0
     assert not (await shop.booking_row("bk-cancelled")).awaits_package
+
+
+async def test_a_redemption_leaving_one_session_sends_a_low_balance_notice_each_time(
+    shop: Shop,
+) -> None:
+    record = await shop.sell(ANA, package({MASSAGE: 3, FACIAL: None}))
+
+    first = await shop.handle(shop.created("bk-1", ANA, MASSAGE), shop.created("bk-u", ANA, FACIAL))
+    second = await shop.handle(shop.created("bk-2", ANA, MASSAGE))
+    back = await shop.handle(shop.status("bk-2", ANA, "cancelled", version=2))
+    again = await shop.handle(shop.created("bk-3", ANA, MASSAGE))
+
+    def notices(out: list[Any]) -> list[tuple[str, str, int]]:
+        return [
+            (
+                p.data["package_record_id"],
+                p.data["service_id"],
+                p.data["services"][1]["sessions_remaining"],
+            )
+            for p in out
+            if p.topic == topics.RECORD_LOW_BALANCE
+        ]
+
+    assert notices(first) == []
+    assert notices(second) == [(record, MASSAGE, 1)]
+    assert notices(back) == []
+    assert notices(again) == [(record, MASSAGE, 1)]
+    [notice] = [p for p in again if p.topic == topics.RECORD_LOW_BALANCE]
+    RecordLowBalance.model_validate(notice.data)  # the record's body, plus the service
