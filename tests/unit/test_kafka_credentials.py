@@ -22,14 +22,10 @@ from services.kernel.settings import Settings
 from tests.support.http_server import Request, serve
 from tests.support.tls import CertificateAuthority, Issued
 
+pytestmark = pytest.mark.usefixtures("no_packages_environment")
+
 KEY_PASSWORD = "key-Hunter2-salon"
 CLIENT_SECRET = "oauth-Hunter2-salon"
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in __import__("os").environ if n.startswith("PACKAGES_KAFKA_")]:
-        monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ from services.kernel.settings import Settings
 from tests.support.api import AUDIENCE, ISSUER, Issuer, read_api, rsa_key, sign
 from tests.support.http_server import Served, serve
 
+pytestmark = pytest.mark.usefixtures("no_packages_environment")
+
 SECRET = "a-shared-secret-of-the-salon-platform-0042"
 HS256: dict[str, Any] = {
     "api_jwt_secret": SECRET,
@@ -27,12 +29,6 @@ HS256: dict[str, Any] = {
 }
 LEAKED = b"an-hmac-secret-anyone-reading-the-jwks-knows"
 NOWHERE = "postgresql+asyncpg://packages:pw@127.0.0.1:9/packages"
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in __import__("os").environ if n.startswith("PACKAGES_API_")]:
-        monkeypatch.delenv(name)
 
 
 @pytest.fixture
