@@ -66,6 +66,13 @@ def test_uvicorn_s_app_is_made_from_the_environment(monkeypatch: pytest.MonkeyPa
         _ = app_module.app
 
 
+def test_the_openapi_document_says_which_routes_want_a_bearer_token() -> None:
+    paths = create_app(Settings(**HS256)).openapi()["paths"]
+    wanted = {path: op["get"].get("security") for path, op in paths.items()}
+    assert all(wanted[p] == [{"HTTPBearer": []}] for p in wanted if p.startswith("/v1/")), wanted
+    assert wanted["/health/ready"] is None
+
+
 def test_one_kind_of_key_at_a_time(issuer: Issuer) -> None:
     with pytest.raises(ValidationError, match="not several"):
         issuer.settings(api_jwt_secret=SECRET)
