@@ -25,7 +25,7 @@ def platform(real_infra: Infra, services: dict[str, ServiceProcess], engine: Any
 
 @pytest.fixture(scope="session")
 def issuer() -> Iterator[Issuer]:
-    """The platform's token issuer, with keys made for this session."""
+    """The platform's token issuer, with keys made for this test run."""
     with tempfile.TemporaryDirectory(prefix="packages-issuer-") as directory:
         yield Issuer(Path(directory))
 
