@@ -14,11 +14,12 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
@@ -40,6 +41,7 @@ from deploy._process import (
 __all__ = [
     "KAFKA_VERSION",
     "InfraError",
+    "Listener",
     "LocalKafka",
     "create_topics",
     "default_cache_dir",
@@ -200,15 +202,38 @@ def _new_cluster_id() -> str:
     return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
 
 
-def _server_properties(log_dirs: Path, port: int, controller_port: int) -> str:
+@dataclass(frozen=True)
+class Listener:
+    """A listener beside PLAINTEXT, such as TLS with client certificates; names are upper case."""
+
+    name: str
+    protocol: Literal["SSL", "SASL_SSL", "SASL_PLAINTEXT"]
+    port: int
+    properties: Mapping[str, str] = field(default_factory=dict)  # under listener.name.<name>.
+
+    @property
+    def address(self) -> str:
+        """Return "127.0.0.1:PORT"."""
+        return f"{LOCALHOST}:{self.port}"
+
+
+def _server_properties(
+    log_dirs: Path, port: int, controller_port: int, extra: Sequence[Listener] = ()
+) -> str:
     """Return server.properties for one combined broker+controller node on 127.0.0.1."""
+    listeners = [f"PLAINTEXT://{LOCALHOST}:{port}", *(f"{x.name}://{x.address}" for x in extra)]
+    protocols = [
+        "PLAINTEXT:PLAINTEXT",
+        "CONTROLLER:PLAINTEXT",
+        *(f"{x.name}:{x.protocol}" for x in extra),
+    ]
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{LOCALHOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{LOCALHOST}:{port},CONTROLLER://{LOCALHOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{LOCALHOST}:{port}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listeners": ",".join([*listeners, f"CONTROLLER://{LOCALHOST}:{controller_port}"]),
+        "advertised.listeners": ",".join(listeners),
+        "listener.security.protocol.map": ",".join(protocols),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(log_dirs),
@@ -229,6 +254,9 @@ def _server_properties(log_dirs: Path, port: int, controller_port: int) -> str:
         # Topics are created on purpose (create_topics), as in production.
         "auto.create.topics.enable": "false",
     }
+    for x in extra:
+        prefix = f"listener.name.{x.name.lower()}."
+        settings.update({prefix + key: value for key, value in x.properties.items()})
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
@@ -266,10 +294,12 @@ class LocalKafka:
         port: int | None = None,
         controller_port: int | None = None,
         cache_dir: Path | None = None,
+        listeners: Sequence[Listener] = (),
     ) -> None:
         """Describe a broker keeping its data in data_dir; nothing starts yet."""
         self.data_dir = data_dir.resolve()
         self.port = port
+        self.listeners = tuple(listeners)
         self.controller_port = controller_port
         self._cache_dir = cache_dir or default_cache_dir()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -390,7 +420,9 @@ class LocalKafka:
             {"port": self.port, "controller_port": self.controller_port, "cluster_id": cluster_id},
         )
         self._properties.write_text(
-            _server_properties(self.data_dir / "logs", self.port, self.controller_port)
+            _server_properties(
+                self.data_dir / "logs", self.port, self.controller_port, self.listeners
+            )
         )
 
     def _format_storage(self, java: str, libs: Path) -> None:

@@ -189,8 +189,12 @@ def run_command(
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "DATABASE_URL": postgres.url,
+            # Local use: the read API answers without a token unless told otherwise (said below).
+            "PACKAGES_API_AUTH": os.environ.get("PACKAGES_API_AUTH", "disabled"),
         }
         os.environ.update(env)
+        auth = env["PACKAGES_API_AUTH"]
+        open_api = auth == "disabled"
         migrate(postgres.url)
         asyncio.run(create_topics(load_settings()))
         children = {
@@ -220,6 +224,7 @@ def run_command(
             f"  Kafka:      {kafka.bootstrap_servers}\n"
             f"  PostgreSQL: {postgres.dsn}\n"
             f"  Read API:   http://127.0.0.1:{http_port}/docs  (health: /health/ready, /metrics)\n"
+            f"              PACKAGES_API_AUTH={auth}{' (no token: local use only)' * open_api}\n"
             f"  Logs:       {directory}/<service>.log\n"
             f"Press Ctrl-C to stop."
         )

@@ -73,6 +73,7 @@ class Service:
         self.broker = KafkaBroker(
             self.settings.kafka_bootstrap_servers,
             security=self.settings.broker_security(),
+            sasl_oauth_token_provider=self.settings.kafka_token_provider,
             graceful_timeout=15.0,
         )
         self.app = FastStream(

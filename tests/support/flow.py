@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select, text
@@ -34,9 +35,12 @@ SERVICE_OF = {
 class Platform:
     """Plays the scheduling platform: publishes events keyed as it does, waits for their fate."""
 
-    def __init__(self, bootstrap: str, engine: AsyncEngine) -> None:
+    def __init__(
+        self, bootstrap: str, engine: AsyncEngine, options: Mapping[str, object] | None = None
+    ) -> None:
         self.bootstrap = bootstrap
         self.engine = engine
+        self.options = options  # how to reach Kafka securely: Settings.kafka_options()
 
     async def send(
         self, *events: dict[str, Any], wait: bool = True, keys: list[bytes] | None = None
@@ -48,7 +52,7 @@ class Platform:
             key_field = INBOUND[e["event_type"]].key
             key = e["data"].get(key_field) if key_field != "business_id" else e["business_id"]
             messages.append((e["event_type"], e, keys[n] if keys else str(key).encode()))
-        await produce(self.bootstrap, messages)
+        await produce(self.bootstrap, messages, self.options)
         if wait:
             for e in events:
                 await self.handled(e)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -10,8 +9,6 @@ import pytest
 from sqlalchemy import select, update
 
 from services.catalog.tables import package
-from services.http.app import create_app
-from services.kernel.settings import Settings
 from services.records.tables import record_service
 from tests.conftest import Infra
 from tests.support import events
@@ -25,16 +22,6 @@ pytestmark = pytest.mark.infra
 @pytest.fixture
 def platform(real_infra: Infra, services: dict[str, ServiceProcess], engine: Any) -> Platform:
     return Platform(real_infra.bootstrap, engine)
-
-
-@pytest.fixture
-async def api(real_infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(database_url=real_infra.postgres.url))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
-    ):
-        yield client
 
 
 async def _pro_business_with_package(platform: Platform, **package: Any) -> str:

@@ -3,7 +3,7 @@ ends the same; dates are the business's; roles, voids, template edits and repric
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -11,27 +11,14 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from services.http.app import create_app
-from services.kernel.settings import Settings
 from services.records import domain as records_domain
 from services.records.tables import package_record
-from tests.conftest import Infra
 from tests.support import events
 from tests.support.flow import Platform
 from tests.support.kafka import Reader, body, of_business
 
 pytestmark = pytest.mark.infra
 DAYS_AGO_10 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=10)
-
-
-@pytest.fixture
-async def api(real_infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(database_url=real_infra.postgres.url))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
-    ):
-        yield client
 
 
 def _assign(

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-from services.http.app import create_app
-from services.kernel.settings import Settings
 from tests.conftest import Infra
 from tests.support import events
 from tests.support.flow import Platform
@@ -24,16 +21,6 @@ OUTCOMES = ["booking.package_applied", "booking.package_not_applied", "booking.p
 @pytest.fixture
 def platform(real_infra: Infra, services: dict[str, ServiceProcess], engine: Any) -> Platform:
     return Platform(real_infra.bootstrap, engine)
-
-
-@pytest.fixture
-async def api(real_infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(database_url=real_infra.postgres.url))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
-    ):
-        yield client
 
 
 async def _business_with_records(

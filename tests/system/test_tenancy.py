@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +16,7 @@ from sqlalchemy import func, select, text
 
 from contracts.topics import INBOUND
 from services.catalog.tables import business_plan, business_settings, package
-from services.http.app import create_app
 from services.invoicing.tables import invoice, pending_line
-from services.kernel.settings import Settings
 from services.records.tables import package_record, record_event, record_service
 from services.redemption.tables import booking, redemption, restoration
 from tests.conftest import Infra
@@ -67,16 +65,6 @@ async def victim(platform: Platform) -> Victim:
     used = {r.record_id: r.sessions_used for r in await platform.records(business)}
     assert used == {a.invoiced_record: 1, a.assigned_record: 0}, "A's setup went wrong"
     return a
-
-
-@pytest.fixture
-async def api(real_infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(database_url=real_infra.postgres.url))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
-    ):
-        yield client
 
 
 # -- what A owns, read straight from every service's tables -----------------------------------
