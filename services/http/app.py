@@ -12,10 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AfterValidator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from contracts.base import AmountString, Money
 from services.http.auth import (
     ALL_BUSINESSES,
     EVERYONE,
@@ -53,6 +54,17 @@ PathId = Annotated[str, Path(min_length=1, max_length=ID_MAX_LENGTH)]
 QueryId = Annotated[
     str, Query(min_length=1, max_length=ID_MAX_LENGTH), AfterValidator(_checked_text)
 ]
+
+
+class BookingAsked(BaseModel):
+    """The booking the form is filling in: which service, when, at what price."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service_id: QueryId
+    starts_at: AwareDatetime = Field(description="The appointment, RFC 3339")
+    price: AmountString = Field(description='The service\'s price, e.g. "60.00"')
+    currency: str = Field(pattern="^[A-Z]{3}$", description="ISO 4217, e.g. EUR")
 
 
 @asynccontextmanager
@@ -153,7 +165,7 @@ def _routes() -> APIRouter:
         client_id: PathId,
         conn: Conn,
         service_id: QueryId | None = None,
-        status: Literal["active", "exhausted", "expired", "cancelled"] | None = None,
+        status: Literal["active", "exhausted", "frozen", "expired", "cancelled"] | None = None,
     ) -> list[records.RecordView]:
         return await records.client_records(
             conn, business_id, client_id, service_id=service_id, status=status
@@ -172,6 +184,26 @@ def _routes() -> APIRouter:
         if found is None:
             raise HTTPException(404, NOT_FOUND)
         return found
+
+    @router.get(
+        "/v1/businesses/{business_id}/clients/{client_id}/package-options",
+        response_model=list[redemption.PackageOption],
+        summary="The records that would serve such a booking, in the order they would be picked",
+    )
+    async def package_options(
+        business_id: PathId,
+        client_id: PathId,
+        conn: Conn,
+        asked: Annotated[BookingAsked, Query()],
+    ) -> list[redemption.PackageOption]:
+        return await redemption.package_options(
+            conn,
+            business_id,
+            client_id,
+            service_id=asked.service_id,
+            starts_at=asked.starts_at,
+            price=Money.model_construct(amount=asked.price, currency=asked.currency),
+        )
 
     @router.get(
         "/v1/businesses/{business_id}/bookings/{booking_id}/package",

@@ -297,3 +297,38 @@ async def test_a_frozen_record_serves_no_booking_until_it_is_unfrozen(platform: 
     )
     [record] = await _records(platform, business)
     assert record[4] == "active"
+
+
+async def test_the_booking_form_s_first_option_is_the_record_the_booking_then_redeems(
+    platform: Platform, api: httpx.AsyncClient
+) -> None:
+    business = events.new_business()
+    twenty_off = {"type": "percent", "value": "20"}
+    until = (datetime.now(UTC) + timedelta(days=40)).date().isoformat()
+    await platform.send(
+        events.plan(business),
+        events.package(business, "pkg-long", discount=twenty_off),
+        events.package(business, "pkg-short", validity={"type": "until", "date": until}),
+    )
+    lines = [events.package_line("l1", "pkg-long"), events.package_line("l2", "pkg-short")]
+    await platform.send(events.invoice(business, "cli-ana", "inv-1", lines=lines))
+    starts_at = datetime.now(UTC) + timedelta(days=3)
+    answer = await api.get(
+        f"/v1/businesses/{business}/clients/cli-ana/package-options",
+        params={
+            "service_id": "svc-massage-60",
+            "starts_at": starts_at.isoformat(),
+            "price": "60.00",
+            "currency": "EUR",
+        },
+    )
+    assert answer.status_code == 200
+    options = answer.json()
+    assert [(o["package_id"], o["price_after"]["amount"]) for o in options] == [
+        ("pkg-short", "0.00"),
+        ("pkg-long", "48.00"),
+    ]
+    async with Reader(platform.bootstrap, ["booking.package_applied"]) as reader:
+        await platform.send(events.booking(business, "bk-1", starts_at=starts_at))
+        [applied] = await reader.until(of_business(business), 1)
+    assert body(applied)["data"]["package_record_id"] == options[0]["package_record_id"]
