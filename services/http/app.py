@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -54,17 +54,6 @@ PathId = Annotated[str, Path(min_length=1, max_length=ID_MAX_LENGTH)]
 QueryId = Annotated[
     str, Query(min_length=1, max_length=ID_MAX_LENGTH), AfterValidator(_checked_text)
 ]
-
-
-class BookingAsked(BaseModel):
-    """The booking the form is filling in: which service, when, at what price."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    service_id: QueryId
-    starts_at: AwareDatetime = Field(description="The appointment, RFC 3339")
-    price: AmountString = Field(description='The service\'s price, e.g. "60.00"')
-    currency: str = Field(pattern="^[A-Z]{3}$", description="ISO 4217, e.g. EUR")
 
 
 @asynccontextmanager
@@ -194,15 +183,19 @@ def _routes() -> APIRouter:
         business_id: PathId,
         client_id: PathId,
         conn: Conn,
-        asked: Annotated[BookingAsked, Query()],
+        *,
+        service_id: QueryId,
+        starts_at: Annotated[AwareDatetime, Query(description="The appointment, RFC 3339")],
+        price: Annotated[AmountString, Query(description='The service\'s price, e.g. "60.00"')],
+        currency: Annotated[str, Query(pattern="^[A-Z]{3}$", description="ISO 4217")],
     ) -> list[redemption.PackageOption]:
         return await redemption.package_options(
             conn,
             business_id,
             client_id,
-            service_id=asked.service_id,
-            starts_at=asked.starts_at,
-            price=Money.model_construct(amount=asked.price, currency=asked.currency),
+            service_id=service_id,
+            starts_at=starts_at,
+            price=Money.model_construct(amount=price, currency=currency),
         )
 
     @router.get(

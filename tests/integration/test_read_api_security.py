@@ -101,6 +101,15 @@ def _hs256_confused(public_pem: bytes, now: int) -> str:
     return f"{head}.{body}.{b64(mac)}"
 
 
+# Valid values of the query parameters a route may require (the booking form's question).
+SAMPLE_QUERY = {
+    "service_id": "svc-sweep-1",
+    "starts_at": "2026-12-01T10:00:00Z",
+    "price": "60.00",
+    "currency": "EUR",
+}
+
+
 @dataclass(frozen=True)
 class Route:
     """One route as the app serves it (prefixes included)."""
@@ -113,6 +122,11 @@ class Route:
     def ids(self) -> list[str]:
         """The names of its path parameters."""
         return re.findall(r"\{(\w+)\}", self.path)
+
+    @property
+    def params(self) -> dict[str, str]:
+        """A valid value for each query parameter a booking-shaped question needs."""
+        return {name: SAMPLE_QUERY[name] for name in self.query if name in SAMPLE_QUERY}
 
     def url(self, business: str, **ids: str) -> str:
         """The path with its business and every other id filled in (URL-quoted)."""
@@ -187,7 +201,9 @@ def test_every_v1_route_answers_a_valid_token_for_its_business(
     for route in _v1_routes(app):
         for kid in ("rsa-1", "ec-1"):
             headers = bearer(issuer.token(businesses, kid=kid))
-            answer = client.request(route.method, route.url(MINE), headers=headers)
+            answer = client.request(
+                route.method, route.url(MINE), headers=headers, params=route.params
+            )
             # Nothing of this business exists: a list is empty, one thing is not found.
             assert answer.status_code in (200, 404), (route.path, answer.status_code)
             assert answer.status_code == 404 or answer.json() == [], route.path
