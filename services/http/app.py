@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
@@ -31,6 +32,28 @@ from services.redemption import api as redemption
 
 NOT_FOUND = "not found"
 ID_MAX_LENGTH = 64
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+def _cursor(position: int) -> str:
+    """An opaque page cursor: where the next page starts."""
+    return base64.urlsafe_b64encode(f"p{position}".encode()).decode().rstrip("=")
+
+
+def _position(cursor: str | None) -> int | None:
+    """The position a cursor of ours names; a cursor we did not make is a bad request."""
+    if cursor is None:
+        return None
+    try:
+        text_ = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not text_.startswith("p"):
+            raise ValueError(cursor)
+        return int(text_[1:])
+    except ValueError:
+        raise RequestValidationError(
+            [{"loc": ("query", "cursor"), "msg": "not a cursor of this API", "type": "value_error"}]
+        ) from None
 
 
 def _storable(value: str) -> bool:
@@ -150,15 +173,30 @@ def _routes() -> APIRouter:
         summary="A client's records with their balances, newest first",
     )
     async def client_records(
+        request: Request,
+        response: Response,
         business_id: PathId,
         client_id: PathId,
         conn: Conn,
+        *,
         service_id: QueryId | None = None,
         status: Literal["active", "exhausted", "frozen", "expired", "cancelled"] | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        cursor: Annotated[str | None, Query(max_length=ID_MAX_LENGTH)] = None,
     ) -> list[records.RecordView]:
-        return await records.client_records(
-            conn, business_id, client_id, service_id=service_id, status=status
+        found, after = await records.client_records(
+            conn,
+            business_id,
+            client_id,
+            service_id=service_id,
+            status=status,
+            limit=limit,
+            before=_position(cursor),
         )
+        if after is not None:
+            following = request.url.include_query_params(cursor=_cursor(after))
+            response.headers["Link"] = f'<{following}>; rel="next"'
+        return found
 
     @router.get(
         "/v1/businesses/{business_id}/package-records/{package_record_id}",

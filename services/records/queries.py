@@ -46,11 +46,18 @@ async def client_records(
     *,
     service_id: str | None = None,
     status: str | None = None,
-) -> list[RecordView]:
-    """The client's records, newest first, optionally those covering a service or in a status."""
-    stmt = select(package_record.c.record_id, package_record.c.created_at).where(
-        package_record.c.business_id == business_id, package_record.c.client_id == client_id
-    )
+    limit: int | None = None,
+    before: int | None = None,
+) -> tuple[list[RecordView], int | None]:
+    """The client's records, newest first, optionally those covering a service or in a status:
+    at most `limit` of them, older than the record numbered `before`; and the number to ask the
+    next page `before`, if there is one. Records sold meanwhile are newer: they never shift a
+    page."""
+    stmt = select(
+        package_record.c.record_id, package_record.c.created_at, package_record.c.seq
+    ).where(package_record.c.business_id == business_id, package_record.c.client_id == client_id)
+    if before is not None:
+        stmt = stmt.where(package_record.c.seq < before)
     if status:
         stmt = stmt.where(package_record.c.status == status)
     if service_id:
@@ -60,9 +67,15 @@ async def client_records(
                 record_service.c.service_id == service_id,
             )
         )
-    rows = (await conn.execute(stmt.order_by(package_record.c.seq.desc()))).all()
+    stmt = stmt.order_by(package_record.c.seq.desc())
+    if limit is not None:
+        stmt = stmt.limit(limit + 1)
+    rows = (await conn.execute(stmt)).all()
+    more = limit is not None and len(rows) > limit
+    rows = rows[:limit] if limit is not None else rows
     states = await repository.states(conn, [r.record_id for r in rows])
-    return [RecordView(**states[r.record_id].model_dump(), created_at=r.created_at) for r in rows]
+    views = [RecordView(**states[r.record_id].model_dump(), created_at=r.created_at) for r in rows]
+    return views, (rows[-1].seq if more else None)
 
 
 async def record_with_history(
