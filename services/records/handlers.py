@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -233,17 +233,34 @@ async def expire_due(uow: UnitOfWork, limit: int = 1000) -> int:
             .with_for_update(skip_locked=True)
         )
     ).all()
+    await _change_each(
+        uow, rows, "expired", topics.RECORD_EXPIRED, lambda r, _: replace(r, status="expired")
+    )
+    return len(rows)
+
+
+async def _change_each(
+    uow: UnitOfWork,
+    rows: Sequence[Any],
+    kind: str,
+    topic: str,
+    change: Callable[[domain.Record, catalog.BusinessSettings], domain.Record],
+) -> list[domain.Record]:
+    """A timer's change to each record of `rows` (record_id, business_id), noted in its history
+    as `kind` and published on `topic`; the records as they were."""
     by_business: dict[str, list[str]] = {}
     for r in rows:
         by_business.setdefault(r.business_id, []).append(r.record_id)
+    settings = await catalog.settings_of(uow.conn, by_business)
+    changed = []
     for business_id, ids in by_business.items():
-        for record in await repository.load(
-            uow.conn, business_id, package_record.c.record_id.in_(ids)
-        ):
-            await repository.save(uow.conn, record, replace(record, status="expired"))
-        await repository.note(uow.conn, [{"record_id": rid, "kind": "expired"} for rid in ids])
-        await repository.publish_states(uow, topics.RECORD_EXPIRED, business_id, ids, None)
-    return len(rows)
+        records = await repository.load(uow.conn, business_id, package_record.c.record_id.in_(ids))
+        for record in records:
+            await repository.save(uow.conn, record, change(record, settings[business_id]))
+        await repository.note(uow.conn, [{"record_id": rid, "kind": kind} for rid in ids])
+        await repository.publish_states(uow, topic, business_id, ids, None)
+        changed += records
+    return changed
 
 
 async def thaw_due(uow: UnitOfWork, limit: int = 500) -> int:
@@ -259,18 +276,10 @@ async def thaw_due(uow: UnitOfWork, limit: int = 500) -> int:
             .with_for_update(skip_locked=True)
         )
     ).all()
-    by_business: dict[str, list[str]] = {}
-    for r in rows:
-        by_business.setdefault(r.business_id, []).append(r.record_id)
-    settings = await catalog.settings_of(uow.conn, by_business)
-    for business_id, ids in by_business.items():
-        records = await repository.load(uow.conn, business_id, package_record.c.record_id.in_(ids))
-        for record in records:
-            thawed = domain.thaw(record, settings[business_id].today(uow.now))
-            await repository.save(uow.conn, record, thawed)
-        await repository.note(uow.conn, [{"record_id": rid, "kind": "thawed"} for rid in ids])
-        await api.mark_usable(uow.conn, [(r.business_id, r.client_id) for r in records])
-        await repository.publish_states(uow, topics.RECORD_UPDATED, business_id, ids, None)
+    thawed = await _change_each(
+        uow, rows, "thawed", topics.RECORD_UPDATED, lambda r, s: domain.thaw(r, s.today(uow.now))
+    )
+    await api.mark_usable(uow.conn, [(r.business_id, r.client_id) for r in thawed])
     return len(rows)
 
 
