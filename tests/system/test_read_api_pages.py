@@ -56,9 +56,7 @@ async def test_pages_cover_every_record_once_while_more_are_sold(
     assert "link" not in everything.headers
 
 
-@pytest.mark.parametrize(
-    "query", ["limit=0", "limit=501", "cursor=not-ours", "cursor=eDE"]
-)
+@pytest.mark.parametrize("query", ["limit=0", "limit=501", "cursor=not-ours", "cursor=eDE"])
 async def test_a_bad_limit_or_a_cursor_not_ours_is_a_bad_request(
     api: httpx.AsyncClient, query: str
 ) -> None:
