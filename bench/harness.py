@@ -25,6 +25,7 @@ from bench.checker import CheckResult
 from bench.measure import Marks, Sampler, listening_pid
 from bench.report import Header
 from deploy import infra
+from deploy._process import free_port
 from services.bootstrap import create_topics
 from services.kernel.settings import Settings
 
@@ -52,7 +53,8 @@ class Consumers:
                 self.procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
                     list(command),
                     cwd=ROOT,
-                    env={**os.environ, **env},
+                    # Each process serves health and metrics as deployed, on a port of its own.
+                    env={**os.environ, "PACKAGES_HTTP_PORT": str(free_port()), **env},
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
