@@ -254,9 +254,18 @@ class Batch:
 
     def __init__(self) -> None:
         self.values: list[bytes] = []
+        self.headers: list[list[tuple[str, bytes]]] = []
 
-    def append(self, *, key: bytes | None, value: bytes, timestamp: None) -> object:
+    def append(
+        self,
+        *,
+        key: bytes | None,
+        value: bytes,
+        timestamp: None,
+        headers: list[tuple[str, bytes]] = [],  # noqa: B006 - aiokafka's own signature
+    ) -> object:
         self.values.append(value)
+        self.headers.append(headers)
         return object()
 
 
@@ -269,6 +278,7 @@ class Producer:
     def __init__(self, partitions: int = 1) -> None:
         self.partitions = partitions
         self.sent: list[tuple[str, bytes]] = []
+        self.headers: list[list[tuple[str, bytes]]] = []
         self.by_partition: dict[tuple[str, int], list[bytes]] = {}
 
     async def partitions_for(self, _topic: str) -> set[int]:
@@ -279,6 +289,7 @@ class Producer:
 
     async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future[None]:
         self.sent += [(topic, value) for value in batch.values]
+        self.headers += batch.headers
         self.by_partition.setdefault((topic, partition), []).extend(batch.values)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
