@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -35,10 +35,15 @@ class _Context(logging.Filter):
 
 
 def configure(
-    service: str, fmt: Literal["json", "text"], level: str, *, traced: bool = False
+    service: str,
+    fmt: Literal["json", "text"],
+    level: str,
+    *,
+    traced: bool = False,
+    stream: TextIO | None = None,
 ) -> None:
     """Send every logger's records to stderr in `fmt`; `traced` adds the current trace id."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     if fmt == "json":
         handler.setFormatter(
             JsonFormatter(
