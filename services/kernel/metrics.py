@@ -80,3 +80,14 @@ READY = Gauge(
     "1 while every readiness check passes (PostgreSQL, consumer group, relay), else 0",
     ["service"],
 )
+
+
+def declare(service: str) -> None:
+    """Give each of a service's own series a first value, so that they are served from the start
+    (a rule on `rate()` or `absent()` then sees them before their first event)."""
+    for labelled in (RETRIES, PUBLISHED, BATCH_SECONDS, TRANSACTION_SECONDS, BATCH_SIZE):
+        labelled.labels(service)
+    RELAY_HOLDER.labels(service).set(0)
+    READY.labels(service).set(0)
+    for table in ("inbox", "outbox"):
+        PRUNED.labels(service, table)

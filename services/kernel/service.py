@@ -23,7 +23,7 @@ from faststream.specification import AsyncAPI
 
 from contracts.base import Envelope
 from contracts.topics import OUTBOUND
-from services.kernel import logs, tracing
+from services.kernel import logs, metrics, tracing
 from services.kernel.db import make_engine
 from services.kernel.dead_letters import KafkaDeadLetters
 from services.kernel.faults import crash_after_commit, crash_after_publish, failing_for
@@ -215,6 +215,7 @@ class Service:
         s = self.settings
         tracer = tracing.configure(self.name)
         logs.configure(self.name, s.log_format, s.log_level, traced=tracer is not None)
+        metrics.declare(self.name)
         port = HTTP_PORTS.get(self.name, 0) if s.http_port is None else s.http_port
         if port:
             self.http = HttpServer(self.watch, port)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from contracts.topics import dlq
 from services.kernel.tracing import TRACEPARENT
 from tests.conftest import SERVICES, Infra
-from tests.support import events
+from tests.support import events, monitoring
 from tests.support.kafka import Reader, keyed, produce
 from tests.support.processes import ServiceProcess
 
@@ -181,6 +181,14 @@ async def test_a_poison_message_raises_the_dead_letter_counter_by_exactly_one(
         await produce(real_infra.bootstrap, [("booking.created", b"\xff" + marker, b"k")])
         await reader.until(lambda r: r.value is not None and marker in r.value, 1)
     assert await figure(redemption, "packages_dead_letters_total", **labels) == before + 1
+
+
+async def test_every_metric_the_rules_and_the_dashboard_read_is_served(
+    services: dict[str, ServiceProcess],
+) -> None:
+    """After the tests above (traffic, a dead letter): each queried series is on some worker."""
+    served = {sample for name in SERVICES for sample, _, _ in await scrape(services[name])}
+    assert monitoring.queried() <= served, monitoring.queried() - served
 
 
 async def test_the_trace_context_crosses_the_outbox_to_the_outbound_event(
