@@ -20,17 +20,18 @@ RETRIES = Counter(
     "packages_retries_total", "Batches retried after a transient failure", ["service"]
 )
 PUBLISHED = Counter("packages_outbox_published_total", "Outbound events published", ["service"])
+SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_SECONDS = Histogram(
     "packages_batch_seconds",
     "Time to handle one fetched batch, from its decoding to its poison parked",
     ["service"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    buckets=SECONDS,
 )
 TRANSACTION_SECONDS = Histogram(
     "packages_batch_transaction_seconds",
     "Time of one batch transaction (inbox, handler, outcomes, outbox, commit)",
     ["service"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    buckets=SECONDS,
 )
 BATCH_SIZE = Histogram(
     "packages_batch_size",

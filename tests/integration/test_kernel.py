@@ -25,7 +25,7 @@ from services.kernel.relay import Relay
 from services.kernel.settings import Settings
 from services.kernel.tables import kernel_tables
 from services.kernel.unit_of_work import UnitOfWork
-from tests.support import events
+from tests.support import events, schemas
 
 SCHEMA = "kernel_test"
 metadata = MetaData(schema=SCHEMA, naming_convention=NAMING_CONVENTION)
@@ -91,11 +91,7 @@ class Handler:
 
 @pytest.fixture(scope="module")
 async def db(engine: AsyncEngine) -> AsyncEngine:
-    async with engine.begin() as conn:
-        await conn.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-        await conn.execute(text(f"CREATE SCHEMA {SCHEMA}"))
-        await conn.run_sync(metadata.create_all)
-    return engine
+    return await schemas.recreate(engine, metadata)
 
 
 def _plan(business: str, plan: str = "pro", event_id: str | None = None) -> bytes:

@@ -11,6 +11,7 @@ from services.kernel.db import NAMING_CONVENTION
 from services.kernel.pruning import Pruner
 from services.kernel.settings import DAY_S, Settings
 from services.kernel.tables import kernel_tables
+from tests.support import schemas
 
 SCHEMA = "prune_test"
 metadata = MetaData(schema=SCHEMA, naming_convention=NAMING_CONVENTION)
@@ -19,11 +20,7 @@ tables = kernel_tables(metadata)
 
 @pytest.fixture
 async def db(engine: AsyncEngine) -> AsyncEngine:
-    async with engine.begin() as conn:
-        await conn.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-        await conn.execute(text(f"CREATE SCHEMA {SCHEMA}"))
-        await conn.run_sync(metadata.create_all)
-    return engine
+    return await schemas.recreate(engine, metadata)
 
 
 async def _outbox(db: AsyncEngine, rows: int, *, age_days: float, sent: bool) -> None:
