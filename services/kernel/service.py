@@ -82,13 +82,16 @@ class Service:
         self._housekeeping: list[asyncio.Task[None]] = []
         self.watch = Watch(name, self.settings, tables, early_events_sql=early_events_sql)
         self.http: HttpServer | None = None
+        # FastStream's lines go through our handler too (JSON or text), not its own console one.
         self.broker = KafkaBroker(
             self.settings.kafka_bootstrap_servers,
             security=self.settings.broker_security(),
             graceful_timeout=15.0,
+            logger=logging.getLogger("packages.faststream.access"),
         )
         self.app = FastStream(
             self.broker,
+            logger=logging.getLogger("packages.faststream"),
             on_startup=[self.start],
             on_shutdown=[self.drain],
             after_shutdown=[self.stop],

@@ -197,7 +197,7 @@ async def test_the_trace_context_crosses_the_outbox_to_the_outbound_event(
     """A traced redemption process: the inbound trace id leaves on the outbound event."""
     services["redemption"].stop()
     traced = ServiceProcess(
-        "redemption", real_infra.env(OTEL_TRACES_EXPORTER="none"), real_infra.workdir
+        "redemption", real_infra.env(OTEL_TRACES_EXPORTER="console"), real_infra.workdir
     ).start()
     try:
         business = events.new_business()
@@ -227,6 +227,13 @@ async def test_the_trace_context_crosses_the_outbox_to_the_outbound_event(
         new_traces = {parents[b].decode().split("-")[1] for b in ("bk-malformed", "bk-bare")}
         assert len(new_traces) == 2
         assert trace_id not in new_traces
+        traced.stop()  # the SDK flushes its spans as the process ends
+        printed = traced.log_path.read_text()
+        # The console exporter's spans: the event's, in the inbound trace; its batch's; and
+        # the asyncpg instrumentation's spans of the batch's statements.
+        assert f'"trace_id": "0x{trace_id}"' in printed
+        assert '"name": "redemption batch"' in printed
+        assert '"db.system' in printed
     finally:
         traced.stop()
         services["redemption"].start()
