@@ -213,12 +213,7 @@ class Kernel:
                     p.record.partition,
                     p.record.offset,
                     p.code,
-                    extra={
-                        "topic": p.record.topic,
-                        "partition": p.record.partition,
-                        "offset": p.record.offset,
-                        "error_code": p.code,
-                    },
+                    extra={**_where(p.record), "error_code": p.code},
                 )
             await self._dead_letters.park(poison)
         return poison
@@ -296,6 +291,11 @@ class Kernel:
             message.envelope.event_id,
             self._max_attempts,
             exc_info=error,
+            extra={
+                "event_id": str(message.envelope.event_id),
+                "business_id": message.envelope.business_id,
+                **_where(message.record),
+            },
         )
         return [
             Poison(
@@ -430,3 +430,8 @@ def _span_attributes(record: RawRecord, envelope: Envelope[Any] | None) -> dict[
         attributes["messaging.message.id"] = str(envelope.event_id)
         attributes["packages.business_id"] = envelope.business_id
     return attributes
+
+
+def _where(record: RawRecord) -> dict[str, Any]:
+    """Where a record came from, for a log line's fields."""
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.topics import dlq
+from services.kernel.dead_letters import ORIGINAL_OFFSET
 from services.kernel.tracing import TRACEPARENT
 from tests.conftest import SERVICES, Infra
 from tests.support import events, monitoring
@@ -179,8 +180,21 @@ async def test_a_poison_message_raises_the_dead_letter_counter_by_exactly_one(
     marker = f"poison-{uuid.uuid4()}".encode()
     async with Reader(real_infra.bootstrap, [dlq("booking.created")]) as reader:
         await produce(real_infra.bootstrap, [("booking.created", b"\xff" + marker, b"k")])
-        await reader.until(lambda r: r.value is not None and marker in r.value, 1)
+        [letter] = await reader.until(lambda r: r.value is not None and marker in r.value, 1)
     assert await figure(redemption, "packages_dead_letters_total", **labels) == before + 1
+    # Its log line is one JSON object naming where the message was, never what it held.
+    text_lines = redemption.log_path.read_text().splitlines()
+    lines = [orjson.loads(line) for line in text_lines if line.startswith("{")]
+    offset = int(dict(letter.headers)[ORIGINAL_OFFSET])
+    [parked] = [
+        line
+        for line in lines
+        if line.get("error_code") == "not_json" and line.get("offset") == offset
+    ]
+    assert parked["service"] == "redemption"
+    assert parked["topic"] == "booking.created"
+    assert {"time", "level", "logger", "message", "partition"} <= parked.keys()
+    assert marker.decode() not in redemption.log_path.read_text()
 
 
 async def test_every_metric_the_rules_and_the_dashboard_read_is_served(
