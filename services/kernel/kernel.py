@@ -228,26 +228,21 @@ class Kernel:
             attributes={"messaging.batch.message_count": len(prepared.good)},
         ) as batch_span:
             link = [Link(batch_span.get_span_context())]
-            spans: dict[int, Span] = {}
+
+            def start(record: RawRecord, envelope: Envelope[Any] | None) -> Span:
+                return tracer.start_span(
+                    f"{record.topic} process",
+                    context=tracing.extract(record.headers),
+                    kind=SpanKind.CONSUMER,
+                    links=link,
+                    attributes=_span_attributes(record, envelope),
+                )
+
+            spans = {id(p.record): start(p.record, None) for p in prepared.poison}
             good = []
             for m in prepared.good:
-                span = tracer.start_span(
-                    f"{m.record.topic} process",
-                    context=tracing.extract(m.record.headers),
-                    kind=SpanKind.CONSUMER,
-                    links=link,
-                    attributes=_span_attributes(m.record, m.envelope),
-                )
-                spans[id(m.record)] = span
+                spans[id(m.record)] = span = start(m.record, m.envelope)
                 good.append(Message(m.record, m.envelope, tracing.carrier_of(span)))
-            for p in prepared.poison:
-                spans[id(p.record)] = tracer.start_span(
-                    f"{p.record.topic} process",
-                    context=tracing.extract(p.record.headers),
-                    kind=SpanKind.CONSUMER,
-                    links=link,
-                    attributes=_span_attributes(p.record, None),
-                )
             poison: list[Poison] = []
             try:
                 poison = await self._finish(good, prepared.poison)
