@@ -157,11 +157,12 @@ def plot(drill: Drill, path: Path, title: str) -> None:
 def summary(drill: Drill, params: Params, rule: Rule, png: Path) -> str:
     """The drill's table in markdown."""
     total = drill.samples[-1][0] if drill.samples else math.nan
+    shown = png.relative_to(ROOT) if png.is_relative_to(ROOT) else png
     lines = [
         f"Scaling drill: {params.events:,} booking events preloaded on {params.partitions}"
         f" partitions; one more redemption process whenever lag / {rule.lag_per_process:,}"
         f" exceeds the processes running (at most {rule.max_processes}, {rule.cooldown_s:.0f} s"
-        f" apart). Drained in {total:.1f} s. Lag over time: `{png}`.",
+        f" apart). Drained in {total:.1f} s. Lag over time: `{shown}`.",
         "",
         "| processes | started at (s) | seconds at that count | drained (events/s) |",
         "|---:|---:|---:|---:|",
