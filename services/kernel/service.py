@@ -217,7 +217,8 @@ class Service:
         """Open the engine and producer and start the relay and timers."""
         s = self.settings
         tracer = tracing.configure(self.name)
-        logs.configure(self.name, s.log_format, s.log_level, traced=tracer is not None)
+        if not logging.getLogger().handlers:  # a process of its own, not a host's (tests)
+            logs.configure(self.name, s.log_format, s.log_level, traced=tracer is not None)
         metrics.declare(self.name)
         port = HTTP_PORTS.get(self.name, 0) if s.http_port is None else s.http_port
         if port:
