@@ -159,7 +159,8 @@ def summary(drill: Drill, params: Params, rule: Rule, png: Path) -> str:
     total = drill.samples[-1][0] if drill.samples else math.nan
     shown = png.relative_to(ROOT) if png.is_relative_to(ROOT) else png
     lines = [
-        f"Scaling drill: {params.events:,} booking events preloaded on {params.partitions}"
+        f"Scaling drill: {params.events:,} booking.created events (with their updates and"
+        f" status changes) preloaded on {params.partitions}"
         f" partitions; one more redemption process whenever lag / {rule.lag_per_process:,}"
         f" exceeds the processes running (at most {rule.max_processes}, {rule.cooldown_s:.0f} s"
         f" apart). Drained in {total:.1f} s. Lag over time: `{shown}`.",
@@ -180,14 +181,14 @@ app = typer.Typer(add_completion=False, help=__doc__, pretty_exceptions_enable=F
 @app.command()
 def main(
     *,
-    events: Annotated[int, typer.Option(help="booking events in the backlog")] = 200_000,
+    events: Annotated[int, typer.Option(help="booking.created events in the backlog")] = 300_000,
     records: Annotated[int, typer.Option(help="package records, one client each")] = 2_000,
     partitions: Annotated[int, typer.Option(help="partitions of each booking topic")] = 6,
     lag_per_process: Annotated[
         int, typer.Option(help="the rule: a process per this many messages behind")
-    ] = 40_000,
+    ] = 30_000,
     max_processes: Annotated[int, typer.Option(help="never more processes than this")] = 3,
-    cooldown: Annotated[float, typer.Option(help="seconds between two starts")] = 10.0,
+    cooldown: Annotated[float, typer.Option(help="seconds between two starts")] = 8.0,
     seed: harness.Seed = DEFAULT_SEED,
     workdir: harness.Workdir = ROOT / ".cache" / "bench-scale",
     out: harness.Out = ROOT / "bench-results" / "scale.md",
@@ -203,7 +204,11 @@ def main(
     with harness.servers(workdir.resolve()) as (kafka_service, postgres, sampler):
         drill = ScaleDrill(kafka_service, postgres, params, rule, workdir.resolve() / "logs")
         asyncio.run(drill.run(sampler))
-    plot(drill.drill, png, f"redemption lag, {events:,} events, up to {max_processes} processes")
+    plot(
+        drill.drill,
+        png,
+        f"redemption: the lag while the rule adds processes (up to {max_processes})",
+    )
     harness.publish(summary(drill.drill, params, rule, png), out)
 
 
