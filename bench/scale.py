@@ -165,7 +165,7 @@ def summary(drill: Drill, params: Params, rule: Rule, png: Path) -> str:
         f" exceeds the processes running (at most {rule.max_processes}, {rule.cooldown_s:.0f} s"
         f" apart). Drained in {total:.1f} s. Lag over time: `{shown}`.",
         "",
-        "| processes | started at (s) | seconds at that count | drained (events/s) |",
+        "| processes | started at (s) | seconds at that count | drained (messages/s) |",
         "|---:|---:|---:|---:|",
     ]
     rates = {n: (seconds, rate) for n, seconds, rate in drill.drain_rates()}
