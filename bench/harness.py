@@ -25,6 +25,7 @@ from bench.checker import CheckResult
 from bench.measure import Marks, Sampler, listening_pid
 from bench.report import Header
 from deploy import infra
+from deploy._process import free_port
 from services.bootstrap import create_topics
 from services.kernel.settings import Settings
 
@@ -47,12 +48,14 @@ class Consumers:
     ) -> None:
         logs.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        # Each process serves health and metrics as deployed, on a port of its own.
+        self.http_ports = {name: free_port() for name in commands}
         for name, command in commands.items():
             with (logs / f"{name}.log").open("ab") as out:
                 self.procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
                     list(command),
                     cwd=ROOT,
-                    env={**os.environ, **env},
+                    env={**os.environ, "PACKAGES_HTTP_PORT": str(self.http_ports[name]), **env},
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,

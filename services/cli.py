@@ -180,12 +180,15 @@ def run_command(
 ) -> None:
     """Run the whole system here: Kafka, PostgreSQL, the four services and the read API."""
     from deploy import infra
+    from services.kernel.service import HTTP_PORTS
 
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _interrupt)
     with infra.kafka(directory) as kafka, infra.postgres(directory) as postgres:
         env = {
+            # Logs read in a terminal here: text unless asked otherwise (JSON elsewhere).
+            "PACKAGES_LOG_FORMAT": "text",
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "DATABASE_URL": postgres.url,
@@ -197,10 +200,11 @@ def run_command(
         open_api = auth == "disabled"
         migrate(postgres.url)
         asyncio.run(create_topics(load_settings()))
+        # Each worker on its own health and metrics port, whatever PACKAGES_HTTP_PORT says.
         children = {
             name: _spawn(
                 [sys.executable, "-m", "faststream", "run", f"services.{name}.app:app"],
-                env,
+                {**env, "PACKAGES_HTTP_PORT": str(HTTP_PORTS[name])},
                 directory / f"{name}.log",
             )
             for name in SERVICES
@@ -219,12 +223,18 @@ def run_command(
             env,
             directory / "read-api.log",
         )
+        workers = "".join(
+            f"  {name + ':':<12}http://127.0.0.1:{port}/metrics  (health: /health/live,"
+            " /health/ready)\n"
+            for name, port in HTTP_PORTS.items()
+        )
         typer.echo(
             f"Packages is running.\n"
             f"  Kafka:      {kafka.bootstrap_servers}\n"
             f"  PostgreSQL: {postgres.dsn}\n"
             f"  Read API:   http://127.0.0.1:{http_port}/docs  (health: /health/ready, /metrics)\n"
             f"              PACKAGES_API_AUTH={auth}{' (no token: local use only)' * open_api}\n"
+            f"{workers}"
             f"  Logs:       {directory}/<service>.log\n"
             f"Press Ctrl-C to stop."
         )

@@ -44,6 +44,7 @@ class Infra:
             "PACKAGES_RELAY_POLL_INTERVAL_S": "0.2",
             "PACKAGES_RETRY_MAX_BACKOFF_S": "1",
             "PACKAGES_EARLY_EVENT_WAIT_S": "8",
+            "PACKAGES_WATCH_INTERVAL_S": "1",
             **extra,
         }
 

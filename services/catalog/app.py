@@ -19,6 +19,7 @@ service = Service(
     settings=settings,
     timers=[periodic("waiting-for-plan", handlers.expire_waiting)],
     publishes=[topics.RECORD_UPDATED, topics.MESSAGE_REJECTED],
+    early_events_sql="SELECT count(*) FROM catalog.waiting_event",
 )
 app = service.app
 

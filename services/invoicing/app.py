@@ -24,6 +24,7 @@ service = Service(
         topics.RECORD_CANCELLED,
         topics.MESSAGE_REJECTED,
     ],
+    early_events_sql="SELECT count(*) FROM invoicing.pending_line WHERE state = 'waiting'",
 )
 app = service.app
 

@@ -9,7 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from sqlalchemy import text
@@ -17,14 +17,25 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.base import Envelope
 from contracts.codec import MalformedMessage, decode
-from services.kernel import metrics
+from services.kernel import metrics, tracing
 from services.kernel.db import is_transient
 from services.kernel.rows import Columns, pack, unpack
 from services.kernel.tables import KernelTables
 from services.kernel.unit_of_work import UnitOfWork
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
+
 log = logging.getLogger(__name__)
-_OUTBOX_COLUMNS = ("event_id", "topic", "key", "payload", "causation_id")
+_OUTBOX_COLUMNS = (
+    "event_id",
+    "topic",
+    "key",
+    "payload",
+    "causation_id",
+    "traceparent",
+    "tracestate",
+)
 _INBOX_COLUMNS: Columns = (
     ("event_id", "uuid"),
     ("event_type", "text"),
@@ -57,6 +68,7 @@ class Message:
 
     record: RawRecord
     envelope: Envelope[Any]
+    trace: tracing.Carrier | None = None  # the context its outbound events continue
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +149,10 @@ class Kernel:
         max_backoff_s: float = 5.0,
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], Any] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
-        """`locks`: what a batch holds alone while it is handled, if anything."""
+        """`locks`: what a batch holds alone while it is handled, if anything; `tracer`: where
+        the spans of batches and events go (none without one)."""
         self.service = service
         self._engine = engine
         self._handler = handler
@@ -148,6 +162,7 @@ class Kernel:
         self._on_commit = on_commit
         self._clock = clock
         self._locks = locks
+        self._tracer = tracer
         schema = tables.inbox.schema
         insert = (
             f"INSERT INTO {schema}.inbox"
@@ -193,22 +208,64 @@ class Kernel:
 
     async def finish(self, prepared: Prepared) -> None:
         """Apply a prepared batch in one transaction and park its poison."""
-        poison = prepared.poison
-        if prepared.good:
-            poison = poison + await self._apply_isolating_poison(prepared.good)
+        metrics.BATCH_SIZE.labels(self.service).observe(len(prepared.good) + len(prepared.poison))
+        if self._tracer is None:
+            await self._finish(prepared.good, prepared.poison)
+        else:
+            await self._finish_traced(self._tracer, prepared)
+        metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - prepared.started)
+
+    async def _finish(self, good: list[Message], poison: list[Poison]) -> list[Poison]:
+        if good:
+            poison = poison + await self._apply_isolating_poison(good)
         if poison:
             for p in poison:
                 metrics.DEAD_LETTERS.labels(self.service, p.record.topic, p.code).inc()
+                metrics.MESSAGES.labels(self.service, p.record.topic, "dead_lettered").inc()
                 log.warning(
-                    "dead-lettering %s[%d]@%d: %s: %s",
+                    "dead-lettering %s[%d]@%d: %s",
                     p.record.topic,
                     p.record.partition,
                     p.record.offset,
                     p.code,
-                    p.error,
+                    extra={**_where(p.record), "error_code": p.code},
                 )
             await self._dead_letters.park(poison)
-        metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - prepared.started)
+        return poison
+
+    async def _finish_traced(self, tracer: Tracer, prepared: Prepared) -> None:
+        """`_finish` in a span for the batch and one for each event, whose parent is the context
+        its headers carry; the outbound events of an event continue its trace."""
+        from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+        with tracer.start_as_current_span(
+            f"{self.service} batch",
+            attributes={"messaging.batch.message_count": len(prepared.good)},
+        ) as batch_span:
+            link = [Link(batch_span.get_span_context())]
+
+            def start(record: RawRecord, envelope: Envelope[Any] | None) -> Span:
+                return tracer.start_span(
+                    f"{record.topic} process",
+                    context=tracing.extract(record.headers),
+                    kind=SpanKind.CONSUMER,
+                    links=link,
+                    attributes=_span_attributes(record, envelope),
+                )
+
+            spans = {id(p.record): start(p.record, None) for p in prepared.poison}
+            good = []
+            for m in prepared.good:
+                spans[id(m.record)] = span = start(m.record, m.envelope)
+                good.append(Message(m.record, m.envelope, tracing.carrier_of(span)))
+            poison: list[Poison] = []
+            try:
+                poison = await self._finish(good, prepared.poison)
+            finally:
+                for p in poison:
+                    spans[id(p.record)].set_status(Status(StatusCode.ERROR, p.code))
+                for span in spans.values():
+                    span.end()
 
     async def _apply_isolating_poison(self, batch: list[Message]) -> list[Poison]:
         """Apply the batch; if it fails for good, apply each half the same way, in order.
@@ -244,6 +301,11 @@ class Kernel:
             message.envelope.event_id,
             self._max_attempts,
             exc_info=error,
+            extra={
+                "event_id": str(message.envelope.event_id),
+                "business_id": message.envelope.business_id,
+                **_where(message.record),
+            },
         )
         return [
             Poison(
@@ -277,6 +339,7 @@ class Kernel:
         for m in batch:
             unique.setdefault(m.envelope.event_id, m)
             copies[m.envelope.event_id] += 1
+        started = time.perf_counter()
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 self._insert_inbox,
@@ -300,9 +363,12 @@ class Kernel:
             seen = set(result.scalars())
             envelopes = [m.envelope for m in unique.values() if m.envelope.event_id not in seen]
             uow = UnitOfWork(conn, self.service, **({"now": self._clock()} if self._clock else {}))
+            if self._tracer is not None:
+                uow.traces = {i: m.trace for i, m in unique.items() if m.trace is not None}
             if envelopes:
                 await self._handler(uow, envelopes)
             await self.write_outbox(uow)
+        metrics.TRANSACTION_SECONDS.labels(self.service).observe(time.perf_counter() - started)
         self._count(batch, envelopes, uow)
         if uow.outbox:
             self._on_commit()
@@ -335,7 +401,16 @@ class Kernel:
                 schema_name=self._schema,
                 columns=_OUTBOX_COLUMNS,
                 records=[
-                    (r.event_id, r.topic, r.key, r.payload, r.causation_id) for r in uow.outbox
+                    (
+                        r.event_id,
+                        r.topic,
+                        r.key,
+                        r.payload,
+                        r.causation_id,
+                        r.traceparent,
+                        r.tracestate,
+                    )
+                    for r in uow.outbox
                 ],
             )
 
@@ -352,3 +427,21 @@ class Kernel:
             counts[m.record.topic, outcome] += 1
         for (topic, outcome), n in counts.items():
             metrics.MESSAGES.labels(self.service, topic, outcome).inc(n)
+
+
+def _span_attributes(record: RawRecord, envelope: Envelope[Any] | None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "messaging.system": "kafka",
+        "messaging.destination.name": record.topic,
+        "messaging.destination.partition.id": str(record.partition),
+        "messaging.kafka.offset": record.offset,
+    }
+    if envelope is not None:
+        attributes["messaging.message.id"] = str(envelope.event_id)
+        attributes["packages.business_id"] = envelope.business_id
+    return attributes
+
+
+def _where(record: RawRecord) -> dict[str, Any]:
+    """Where a record came from, for a log line's fields."""
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}

@@ -14,7 +14,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.kernel import metrics
+from services.kernel import metrics, tracing
 from services.kernel.db import is_transient
 from services.kernel.tables import KernelTables
 
@@ -66,7 +66,7 @@ class Relay:
         # it does the rows still in flight.
         self._mark_and_select = text(
             f"WITH marked AS ({mark})"
-            f" SELECT id, topic, key, payload FROM {schema}.outbox"
+            f" SELECT id, topic, key, payload, traceparent, tracestate FROM {schema}.outbox"
             # NOT IN a subquery is hashed: the skipped ids are the lowest unsent ones, which
             # the scan meets first.
             " WHERE sent_at IS NULL AND id NOT IN (SELECT unnest(CAST(:skip AS bigint[])))"
@@ -176,6 +176,7 @@ class Relay:
     async def close(self) -> None:
         """Let the lock go: the connection's session ends, it never returns to the pool."""
         holder, self._holder = self._holder, None
+        metrics.RELAY_HOLDER.labels(self.service).set(0)
         if holder is not None:
             with contextlib.suppress(Exception):
                 await holder.invalidate()
@@ -211,6 +212,7 @@ class Relay:
             await conn.close()
             return None
         self._holder, self._next_try = conn, 0.0
+        metrics.RELAY_HOLDER.labels(self.service).set(1)
         return conn
 
     async def _send(self, rows: Sequence[Any], futures: list[asyncio.Future[Any]]) -> None:
@@ -223,7 +225,7 @@ class Relay:
         producer = self._producer
         batches: dict[tuple[str, int], Any] = {}
         partitions: dict[str, list[int]] = {}
-        for _id, topic, key, payload in rows:
+        for _id, topic, key, payload, traceparent, tracestate in rows:
             if topic not in partitions:
                 partitions[topic] = sorted(await producer.partitions_for(topic))
             key_bytes = key.encode() if key is not None else None
@@ -231,10 +233,16 @@ class Relay:
             batch = batches.get(tp)
             if batch is None:
                 batch = batches[tp] = producer.create_batch()
-            if batch.append(key=key_bytes, value=bytes(payload), timestamp=None) is None:
+            message = {
+                "key": key_bytes,
+                "value": bytes(payload),
+                "timestamp": None,
+                "headers": tracing.headers_of(traceparent, tracestate),
+            }
+            if batch.append(**message) is None:
                 futures.append(await producer.send_batch(batch, tp[0], partition=tp[1]))
                 batch = batches[tp] = producer.create_batch()
-                if batch.append(key=key_bytes, value=bytes(payload), timestamp=None) is None:
+                if batch.append(**message) is None:
                     raise ValueError(f"an outbox row of {len(payload)} bytes fits in no batch")
         for (topic, partition), batch in batches.items():
             futures.append(await producer.send_batch(batch, topic, partition=partition))

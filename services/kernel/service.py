@@ -22,14 +22,18 @@ from faststream.kafka.annotations import KafkaMessage
 
 from contracts.base import Envelope
 from contracts.topics import OUTBOUND
+from services.kernel import logs, metrics, tracing
 from services.kernel.asyncapi import ContractAsyncAPI
 from services.kernel.db import make_engine
 from services.kernel.dead_letters import KafkaDeadLetters
 from services.kernel.faults import crash_after_commit, crash_after_publish, failing_for
+from services.kernel.http import HttpServer
 from services.kernel.kernel import BatchHandler, BatchLocks, Kernel, Prepared, RawRecord
+from services.kernel.pruning import Pruner
 from services.kernel.relay import Relay
 from services.kernel.settings import Settings
 from services.kernel.tables import KernelTables
+from services.kernel.watch import Watch
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,6 +42,9 @@ log = logging.getLogger(__name__)
 
 Timer = Callable[["Service"], Coroutine[Any, Any, None]]
 Handler = Callable[..., Awaitable[None]]
+# Each service's health and metrics port unless PACKAGES_HTTP_PORT says otherwise; the read
+# API has 8080.
+HTTP_PORTS = {"catalog": 8081, "invoicing": 8082, "records": 8083, "redemption": 8084}
 
 
 async def _kernel_decodes(_message: Any) -> list[Any]:
@@ -62,7 +69,9 @@ class Service:
         settings: Settings | None = None,
         timers: Sequence[Timer] = (),
         publishes: Sequence[str] = (),
+        early_events_sql: str | None = None,
     ) -> None:
+        """`early_events_sql` counts the events the service keeps waiting, for the metric."""
         self.name = name
         self.settings = settings or Settings()
         self._tables = tables
@@ -70,14 +79,20 @@ class Service:
         self.locks = locks
         self._timers = timers
         self._tasks: list[asyncio.Task[None]] = []
+        self._housekeeping: list[asyncio.Task[None]] = []
+        self.watch = Watch(name, self.settings, tables, early_events_sql=early_events_sql)
+        self.http: HttpServer | None = None
+        # FastStream's lines go through our handler too (JSON or text), not its own console one.
         self.broker = KafkaBroker(
             self.settings.kafka_bootstrap_servers,
             security=self.settings.broker_security(),
             sasl_oauth_token_provider=self.settings.kafka_token_provider,
             graceful_timeout=15.0,
+            logger=logging.getLogger("packages.faststream.access"),
         )
         self.app = FastStream(
             self.broker,
+            logger=logging.getLogger("packages.faststream"),
             on_startup=[self.start],
             on_shutdown=[self.drain],
             after_shutdown=[self.stop],
@@ -101,9 +116,11 @@ class Service:
 
     def subscriber(self, *topics: str) -> Callable[[Handler], Any]:
         """A batch subscriber of this service's group that commits only after the transaction."""
+        self.watch.topics += topics
         subscriber: Callable[[Handler], Any] = self.broker.subscriber(
             *topics,
             group_id=self.name,
+            listener=self.watch.membership(),
             batch=True,
             max_records=self.settings.batch_max_records,
             batch_timeout_ms=self.settings.batch_timeout_ms,
@@ -200,9 +217,15 @@ class Service:
     async def start(self) -> None:
         """Open the engine and producer and start the relay and timers."""
         s = self.settings
-        logging.basicConfig(
-            level=s.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+        tracer = tracing.configure(self.name)
+        if not logging.getLogger().handlers:  # a process of its own, not a host's (tests)
+            logs.configure(self.name, s.log_format, s.log_level, traced=tracer is not None)
+        metrics.declare(self.name)
+        port = HTTP_PORTS.get(self.name, 0) if s.http_port is None else s.http_port
+        if port:
+            self.http = HttpServer(self.watch, port)
+            self.http.start()
+            log.info("health and metrics on port %d", self.http.port)
         # No ping per checkout, a round trip per batch: a batch that meets a dropped
         # connection fails transiently and runs again at once, the pool replacing its
         # connections; a relay round or a timer that meets one tries again at its next turn.
@@ -241,10 +264,20 @@ class Service:
             max_attempts=s.max_attempts,
             max_backoff_s=s.retry_max_backoff_s,
             on_commit=self.relay.wake,
+            tracer=tracer,
         )
         self._tasks = [asyncio.create_task(self.relay.run(), name=f"{self.name}-relay")]
         self._tasks += [
             asyncio.create_task(timer(self), name=f"{self.name}-timer") for timer in self._timers
+        ]
+        relay_task = self._tasks[0]
+        self.watch.engine = self.engine
+        self.watch.relay_alive = lambda: not relay_task.done()
+        self._housekeeping = [
+            asyncio.create_task(self.watch.run(), name=f"{self.name}-watch"),
+            asyncio.create_task(
+                Pruner(self.name, self.engine, self._tables, s).run(), name=f"{self.name}-prune"
+            ),
         ]
 
     async def stop(self) -> None:
@@ -252,6 +285,7 @@ class Service:
         with contextlib.suppress(Exception):
             await self.drain()
         relay_task, timers = (self._tasks[0], self._tasks[1:]) if self._tasks else (None, [])
+        timers = [*timers, *self._housekeeping]
         for task in timers:
             task.cancel()
         if self.relay is not None and relay_task is not None:
@@ -267,6 +301,8 @@ class Service:
             await self._producer.stop()
         if self.engine is not None:
             await self.engine.dispose()
+        if self.http is not None:
+            await self.http.stop()
 
 
 async def commit(consumer: Any, records: Sequence[RawRecord]) -> None:

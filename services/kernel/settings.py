@@ -26,6 +26,10 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "PACKAGES_"
+DAY_S = 86_400.0
+# Inbox rows outlive the topics' retention by this much at least: a message still on a topic
+# (or replayed from its DLQ at the last moment) must still be recognised as a duplicate.
+INBOX_MARGIN_S = DAY_S
 _SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 
 
@@ -101,10 +105,32 @@ class Settings(BaseSettings):
         description="How long an event waits for what it depends on (a plan, a package)",
     )
     sweep_interval_s: float = Field(1.0, gt=0)
-    http_port: int = Field(
-        0, ge=0, le=65535, description="Health and metrics port of a worker; 0 for none"
+    http_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Health and metrics port of a worker; unset for its service's own, 0 for none",
     )
+    watch_interval_s: float = Field(
+        10.0, gt=0, le=15, description="How often lag, outbox and table sizes are sampled"
+    )
+    rejoin_bound_s: float = Field(
+        60.0, gt=0, description="How long a consumer may rejoin its group and still be ready"
+    )
+    health_timeout_s: float = Field(2.0, gt=0, description="How long a readiness check may take")
+    outbox_retention_s: float = Field(
+        7 * DAY_S, gt=0, description="How long sent outbox rows are kept before they are pruned"
+    )
+    topic_retention_s: float = Field(
+        7 * DAY_S, gt=0, description="How long the inbound topics keep messages (retention.ms)"
+    )
+    inbox_retention_s: float = Field(
+        8 * DAY_S, gt=0, description="How long inbox rows are kept; topics' retention + a day"
+    )
+    prune_interval_s: float = Field(60.0, gt=0, description="Pause between pruning rounds")
+    prune_batch: int = Field(1000, ge=1, le=100_000, description="Rows deleted per statement")
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
     topic_replication_factor: int = Field(1, ge=1, le=5)
     fault_crash_marker: str | None = Field(
         None, description="Tests only: SIGKILL after the commit of a batch holding this text"
@@ -195,6 +221,17 @@ class Settings(BaseSettings):
         if not (self.api_jwt_issuer and self.api_jwt_audience):
             return f"the read API needs {ENV_PREFIX}API_JWT_ISSUER and {ENV_PREFIX}API_JWT_AUDIENCE"
         return None
+
+    @model_validator(mode="after")
+    def _inbox_outlives_topics(self) -> Self:
+        """Pruning an inbox row whose message a topic still holds would let it apply twice."""
+        if self.inbox_retention_s < self.topic_retention_s + INBOX_MARGIN_S:
+            raise ValueError(
+                f"{ENV_PREFIX}INBOX_RETENTION_S must be at least {ENV_PREFIX}TOPIC_RETENTION_S"
+                f" + {INBOX_MARGIN_S:.0f} s ({self.topic_retention_s + INBOX_MARGIN_S:.0f} s),"
+                f" not {self.inbox_retention_s:.0f} s"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sasl_is_complete(self) -> Self:

@@ -25,6 +25,8 @@ class OutboxRow:
     key: str | None
     payload: bytes
     causation_id: uuid.UUID | None
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,8 @@ class UnitOfWork:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     outbox: list[OutboxRow] = field(default_factory=list)
     outcomes: dict[uuid.UUID, Outcome] = field(default_factory=dict)
+    # The trace context of each traced event: the events it causes carry it on.
+    traces: dict[uuid.UUID, tuple[str, str | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._occurred_at = self.now.isoformat().replace("+00:00", "Z")
@@ -93,8 +97,16 @@ class UnitOfWork:
             }
         )
         payload = head[:-1] + b',"data":' + data + b"}"
+        trace = self.traces.get(cause.event_id) if cause and self.traces else None
         self.outbox.append(
-            OutboxRow(event_id, topic, key, payload, cause.event_id if cause else None)
+            OutboxRow(
+                event_id,
+                topic,
+                key,
+                payload,
+                cause.event_id if cause else None,
+                *(trace or (None, None)),
+            )
         )
 
     def reject(self, cause: Envelope[Any], reason: str, detail: str) -> None:

@@ -17,6 +17,7 @@ service = Service(
     kernel,
     handlers.Records(settings.early_event_wait_s).handle_batch,
     settings=settings,
+    early_events_sql="SELECT count(*) FROM records.waiting_event",
     timers=[
         periodic("expiry", handlers.expire_due),
         periodic("waiting", handlers.settle_waiting),

@@ -25,7 +25,7 @@ from services.kernel.relay import Relay
 from services.kernel.settings import Settings
 from services.kernel.tables import kernel_tables
 from services.kernel.unit_of_work import UnitOfWork
-from tests.support import events
+from tests.support import events, schemas
 
 SCHEMA = "kernel_test"
 metadata = MetaData(schema=SCHEMA, naming_convention=NAMING_CONVENTION)
@@ -91,11 +91,7 @@ class Handler:
 
 @pytest.fixture(scope="module")
 async def db(engine: AsyncEngine) -> AsyncEngine:
-    async with engine.begin() as conn:
-        await conn.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-        await conn.execute(text(f"CREATE SCHEMA {SCHEMA}"))
-        await conn.run_sync(metadata.create_all)
-    return engine
+    return await schemas.recreate(engine, metadata)
 
 
 def _plan(business: str, plan: str = "pro", event_id: str | None = None) -> bytes:
@@ -254,9 +250,18 @@ class Batch:
 
     def __init__(self) -> None:
         self.values: list[bytes] = []
+        self.headers: list[list[tuple[str, bytes]]] = []
 
-    def append(self, *, key: bytes | None, value: bytes, timestamp: None) -> object:
+    def append(
+        self,
+        *,
+        key: bytes | None,
+        value: bytes,
+        timestamp: None,
+        headers: list[tuple[str, bytes]] = [],  # noqa: B006 - aiokafka's own signature
+    ) -> object:
         self.values.append(value)
+        self.headers.append(headers)
         return object()
 
 
@@ -269,6 +274,7 @@ class Producer:
     def __init__(self, partitions: int = 1) -> None:
         self.partitions = partitions
         self.sent: list[tuple[str, bytes]] = []
+        self.headers: list[list[tuple[str, bytes]]] = []
         self.by_partition: dict[tuple[str, int], list[bytes]] = {}
 
     async def partitions_for(self, _topic: str) -> set[int]:
@@ -279,6 +285,7 @@ class Producer:
 
     async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future[None]:
         self.sent += [(topic, value) for value in batch.values]
+        self.headers += batch.headers
         self.by_partition.setdefault((topic, partition), []).extend(batch.values)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)

@@ -15,7 +15,10 @@ from tests.conftest import Infra
 
 async def expire_with_two_processes(infra: Infra, days_ahead: int) -> int:
     """Run both processes' expiry rounds at once until neither finds work; total expired."""
-    settings = Settings(kafka_bootstrap_servers=infra.bootstrap, database_url=infra.postgres.url)
+    # Two processes in this one: neither serves health and metrics (they would share a port).
+    settings = Settings(
+        kafka_bootstrap_servers=infra.bootstrap, database_url=infra.postgres.url, http_port=0
+    )
     handle = handlers.Records(settings.early_event_wait_s).handle_batch
     processes = [Service("records", kernel, handle, settings=settings) for _ in "ab"]
     for p in processes:

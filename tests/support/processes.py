@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from deploy._process import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -17,7 +19,9 @@ class ServiceProcess:
 
     def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
         self.name = name
-        self.env = env
+        # Several processes of a service run side by side here: each gets a port of its own.
+        self.http_port = int(env.get("PACKAGES_HTTP_PORT") or free_port())
+        self.env = {**env, "PACKAGES_HTTP_PORT": str(self.http_port)}
         self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import event
 
 from services.kernel.db import make_engine
-from services.kernel.settings import Settings, load_settings
+from services.kernel.settings import DAY_S, INBOX_MARGIN_S, Settings, describe, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_PASSWORD = "pg-Hunter2-salon"
@@ -287,7 +287,13 @@ def _run_service(environment: dict[str, str], service: str = "catalog") -> tuple
     done = subprocess.run(
         [sys.executable, "-m", "faststream", "run", f"services.{service}.app:app"],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "PACKAGES_LOG_LEVEL": "DEBUG", **environment},
+        # Port 0: no health server, whose fixed port another run on this machine may hold.
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PACKAGES_LOG_LEVEL": "DEBUG",
+            "PACKAGES_HTTP_PORT": "0",
+            **environment,
+        },
         capture_output=True,
         text=True,
         timeout=120,
@@ -355,3 +361,20 @@ def test_a_service_start_logs_no_password_even_when_it_fails() -> None:
     assert "DEBUG" in output, "the start logged at debug level"
     assert f"127.0.0.1:{port}" in output, "the start tried to reach Kafka"
     assert not [s for s in SECRETS if s in output]
+
+
+def test_inbox_retention_must_outlast_the_topics_by_a_margin() -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings(topic_retention_s=7 * DAY_S, inbox_retention_s=7.5 * DAY_S)
+    assert "PACKAGES_INBOX_RETENTION_S must be at least PACKAGES_TOPIC_RETENTION_S" in describe(
+        raised.value
+    )
+    Settings(topic_retention_s=7 * DAY_S, inbox_retention_s=7 * DAY_S + INBOX_MARGIN_S)
+    defaults = Settings()
+    assert defaults.inbox_retention_s >= defaults.topic_retention_s + INBOX_MARGIN_S
+    assert defaults.outbox_retention_s == 7 * DAY_S
+
+
+def test_lag_is_sampled_at_least_every_15_seconds() -> None:
+    with pytest.raises(ValidationError):
+        Settings(watch_interval_s=30)

@@ -1,0 +1,72 @@
+"""A worker's log lines: one JSON object each, with its service, event and trace; or text."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import orjson
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from services.kernel import logs
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield out
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_a_json_line_names_time_level_service_logger_and_the_event(
+    captured: io.StringIO,
+) -> None:
+    logs.configure("redemption", "json", "INFO", stream=captured)
+    logging.getLogger("services.kernel.kernel").warning(
+        "dead-lettering %s",
+        "booking.created[2]@7",
+        extra={
+            "event_id": "e-1",
+            "business_id": "b-1",
+            "topic": "booking.created",
+            "partition": 2,
+            "offset": 7,
+        },
+    )
+    [line] = captured.getvalue().splitlines()
+    record = orjson.loads(line)
+    assert record.pop("time").endswith("+00:00")
+    assert record == {
+        "level": "WARNING",
+        "service": "redemption",
+        "logger": "services.kernel.kernel",
+        "message": "dead-lettering booking.created[2]@7",
+        "event_id": "e-1",
+        "business_id": "b-1",
+        "topic": "booking.created",
+        "partition": 2,
+        "offset": 7,
+    }
+
+
+def test_a_traced_line_carries_the_trace_id(captured: io.StringIO) -> None:
+    logs.configure("records", "json", "INFO", traced=True, stream=captured)
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("work") as span:
+        logging.getLogger("x").info("inside")
+    logging.getLogger("x").info("outside")
+    inside, outside = (orjson.loads(line) for line in captured.getvalue().splitlines())
+    assert inside["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert "trace_id" not in outside
+
+
+def test_text_is_one_readable_line(captured: io.StringIO) -> None:
+    logs.configure("catalog", "text", "INFO", stream=captured)
+    logging.getLogger("services.kernel.relay").info("relayed %d", 3)
+    line = captured.getvalue().strip()
+    assert line.endswith(" INFO catalog services.kernel.relay relayed 3")
