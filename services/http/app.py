@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
@@ -25,6 +26,7 @@ from services.http.auth import (
     UnauthorizedError,
     verifier_for,
 )
+from services.kernel import logs
 from services.kernel.db import make_engine
 from services.kernel.settings import Settings, load_settings
 from services.records import api as records
@@ -104,9 +106,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def __getattr__(name: str) -> FastAPI:
-    """`services.http.app:app` for uvicorn, made from the environment when it is asked for."""
+    """`services.http.app:app` for uvicorn, made from the environment when it is asked for;
+    its logs, uvicorn's own among them, go out as the workers' do (`PACKAGES_LOG_FORMAT`)."""
     if name == "app":
-        return create_app()
+        settings = load_settings()
+        logs.configure("api", settings.log_format, settings.log_level)
+        for uvicorn_logger in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+            found = logging.getLogger(uvicorn_logger)
+            found.handlers.clear()
+            found.propagate = True
+        return create_app(settings)
     raise AttributeError(name)
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import orjson
@@ -70,3 +74,27 @@ def test_text_is_one_readable_line(captured: io.StringIO) -> None:
     logging.getLogger("services.kernel.relay").info("relayed %d", 3)
     line = captured.getvalue().strip()
     assert line.endswith(" INFO catalog services.kernel.relay relayed 3")
+
+
+def test_the_read_api_process_logs_json_lines_uvicorn_s_own_among_them() -> None:
+    script = (
+        "import logging; from services.http import app as module; module.app; "
+        "logging.getLogger('uvicorn.error').info('Started server process')"
+    )
+    env = {
+        **os.environ,
+        "PACKAGES_API_AUTH": "disabled",
+        "PACKAGES_LOG_FORMAT": "json",
+        "PACKAGES_LOG_LEVEL": "INFO",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    started = [line for line in lines if line["message"] == "Started server process"]
+    assert started
+    assert (started[0]["logger"], started[0]["service"], started[0]["level"]) == (
+        "uvicorn.error",
+        "api",
+        "INFO",
+    )
