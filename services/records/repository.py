@@ -19,7 +19,8 @@ from services.records.domain import Balance, Record
 from services.records.tables import package_record, record_event, record_service
 
 
-def _record(row: Any, balances: Iterable[Balance]) -> Record:
+def record_of(row: Any, balances: Iterable[Balance]) -> Record:
+    """A record from a row of its table (the columns by name) and its balances."""
     return Record(
         record_id=row.record_id,
         business_id=row.business_id,
@@ -57,7 +58,7 @@ async def load(
     by_record: dict[str, list[Balance]] = {i: [] for i in ids}
     for s in svc:
         by_record[s.record_id].append(Balance(s.service_id, s.sessions_total, s.sessions_used))
-    return [_record(r, by_record[r.record_id]) for r in rows]
+    return [record_of(r, by_record[r.record_id]) for r in rows]
 
 
 async def save(conn: AsyncConnection, before: Record, after: Record, **extra: Any) -> None:

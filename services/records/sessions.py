@@ -128,20 +128,7 @@ async def lock_records(
 
 
 def _redeemable(row: Any, balances: list[Balance]) -> Redeemable:
-    record = Record(
-        record_id=row.record_id,
-        business_id=row.business_id,
-        client_id=row.client_id,
-        package_id=row.package_id,
-        status=row.status,
-        paid=row.paid,
-        expires_on=row.expires_on,
-        created_on=row.created_on,
-        balances=tuple(balances),
-        expiry_by_hand=row.expiry_by_hand,
-        frozen_from=row.frozen_from,
-        frozen_until=row.frozen_until,
-    )
+    record = repository.record_of(row, balances)
     return Redeemable(record, _discount(row.discount), row.seq, row.discount, row.origin)
 
 

@@ -42,11 +42,6 @@ RSS_LIMIT = 300 * 1024 * 1024
 BATCH_OVERHEAD = 128
 
 
-@pytest.fixture
-def platform(real_infra: Infra, services: dict[str, ServiceProcess], engine: Any) -> Platform:
-    return Platform(real_infra.bootstrap, engine)
-
-
 async def _send_raw(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
     """Send (value, key) pairs as they are, tombstones included, in order."""
     producer = AIOKafkaProducer(

@@ -14,14 +14,8 @@ from tests.conftest import Infra
 from tests.support import events
 from tests.support.flow import Platform
 from tests.support.kafka import Reader, body, of_business
-from tests.support.processes import ServiceProcess
 
 pytestmark = pytest.mark.infra
-
-
-@pytest.fixture
-def platform(real_infra: Infra, services: dict[str, ServiceProcess], engine: Any) -> Platform:
-    return Platform(real_infra.bootstrap, engine)
 
 
 async def _pro_business_with_package(platform: Platform, **package: Any) -> str:

@@ -12,15 +12,9 @@ from tests.conftest import Infra
 from tests.support import events
 from tests.support.flow import Platform
 from tests.support.kafka import Reader, body, of_business
-from tests.support.processes import ServiceProcess
 
 pytestmark = pytest.mark.infra
 OUTCOMES = ["booking.package_applied", "booking.package_not_applied", "booking.package_removed"]
-
-
-@pytest.fixture
-def platform(real_infra: Infra, services: dict[str, ServiceProcess], engine: Any) -> Platform:
-    return Platform(real_infra.bootstrap, engine)
 
 
 async def _business_with_records(
