@@ -17,6 +17,8 @@ service = Service(
     handlers.handle_batch,
     locks=handlers.BOOKING_LOCKS,
     settings=load_settings(),
+    # A status change ahead of its booking is kept as a booking with no snapshot yet.
+    early_events_sql="SELECT count(*) FROM redemption.booking WHERE service_id IS NULL",
     timers=[periodic("rematch", handlers.rematch_waiting)],
     publishes=[
         topics.PACKAGE_APPLIED,

@@ -20,6 +20,7 @@ from services.kernel.dead_letters import ORIGINAL_OFFSET
 from services.kernel.tracing import TRACEPARENT
 from tests.conftest import SERVICES, Infra
 from tests.support import events, monitoring
+from tests.support.flow import Platform
 from tests.support.kafka import Reader, keyed, produce
 from tests.support.processes import ServiceProcess
 
@@ -195,6 +196,32 @@ async def test_a_poison_message_raises_the_dead_letter_counter_by_exactly_one(
     assert parked["topic"] == "booking.created"
     assert {"time", "level", "logger", "message", "partition"} <= parked.keys()
     assert marker.decode() not in redemption.log_path.read_text()
+
+
+async def test_an_event_ahead_of_what_it_needs_shows_as_waiting(
+    platform: Platform, services: dict[str, ServiceProcess]
+) -> None:
+    business = events.new_business()
+    records = services["records"]
+    assigned = events.envelope(
+        "package.assigned",
+        business,
+        {"assignment_id": "asg-1", "package_id": "pkg-relax10", "client_id": "cli-ana"},
+    )
+    await platform.send(events.plan(business), assigned)
+    assert await platform.outcome(assigned) == ("deferred", "not_seen_yet")
+    await until(records, "packages_early_events_waiting", lambda v: v >= 1, service="records")
+    await platform.send(events.package(business))
+    assert await platform.settled(assigned) == ("applied", "after_waiting")
+    # The gauge follows the table: it counts what still waits, whatever other tests left.
+    deadline = time.monotonic() + 30
+    while True:
+        [(kept,)] = await platform.rows(text("SELECT count(*) FROM records.waiting_event"))
+        shown = await figure(records, "packages_early_events_waiting", service="records")
+        if shown == kept:
+            break
+        assert time.monotonic() < deadline, (shown, kept)
+        await asyncio.sleep(0.2)
 
 
 async def test_every_metric_the_rules_and_the_dashboard_read_is_served(
