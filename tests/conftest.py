@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deploy import infra
+from deploy.postgres_local import choose_pg_binaries
 from services.bootstrap import create_topics, migrate
 from services.kernel.db import make_engine
 from services.kernel.settings import Settings
@@ -46,6 +47,18 @@ class Infra:
             "PACKAGES_EARLY_EVENT_WAIT_S": "8",
             **extra,
         }
+
+
+def pytest_report_header() -> str:
+    """Say once which PostgreSQL the run uses, and for local binaries which and why."""
+    if os.environ.get("DATABASE_URL"):
+        return "PostgreSQL: DATABASE_URL"
+    if infra.docker_available():
+        return "PostgreSQL: a testcontainers container"
+    try:
+        return str(choose_pg_binaries(announce=False))
+    except infra.InfraError as exc:
+        return f"PostgreSQL: {exc}"
 
 
 @pytest.fixture(scope="session")
