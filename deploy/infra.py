@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import typer
 
@@ -94,6 +94,10 @@ class KafkaService(_Service):
     """A Kafka cluster to use: its bootstrap servers and, when local, its controls."""
 
     bootstrap_servers: str
+
+    def topic_settings(self) -> dict[str, Any]:
+        """Settings that fit topics to this cluster: one broker holds one replica of each."""
+        return {} if self.origin == "env" else {"topic_replication_factor": 1}
 
 
 @dataclass(frozen=True)

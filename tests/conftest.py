@@ -87,7 +87,7 @@ def real_infra(workdir: Path, real_postgres: infra.PostgresService) -> Iterator[
     """Kafka with every topic, and the PostgreSQL above."""
     with infra.kafka(workdir) as kafka:
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
-        asyncio.run(create_topics(Settings()))
+        asyncio.run(create_topics(Settings(**kafka.topic_settings())))
         yield Infra(kafka, real_postgres, workdir)
 
 
