@@ -8,13 +8,15 @@ never deletes a topic and cannot raise replication (that is a reassignment an op
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiokafka.admin import NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaTimeoutError, TopicAlreadyExistsError, for_code
 
 from contracts.codec import MAX_MESSAGE_BYTES
 from contracts.topics import ALL_TOPICS, DLQ_SUFFIX, partitions
@@ -29,6 +31,7 @@ HOUR_MS = 3_600_000
 RETENTION_MS = 7 * 24 * HOUR_MS
 # Dead letters wait four weeks for an operator's fix and replay.
 DLQ_RETENTION_MS = 28 * 24 * HOUR_MS
+SETTLE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,8 @@ async def apply(settings: Settings, specs: Sequence[TopicSpec]) -> Applied:
         missing = [by_name[d.topic] for d in found if d.kind == "missing"]
         if missing:
             response = await client.create_topics(
-                [
+                timeout_ms=int(SETTLE_S * 1000),
+                new_topics=[
                     NewTopic(
                         s.name,
                         num_partitions=s.partitions,
@@ -119,7 +123,7 @@ async def apply(settings: Settings, specs: Sequence[TopicSpec]) -> Applied:
                         topic_configs=dict(s.configs),
                     )
                     for s in missing
-                ]
+                ],
             )
             # Another process may have been first: that topic exists, as wanted.
             _raise_for(
@@ -131,7 +135,8 @@ async def apply(settings: Settings, specs: Sequence[TopicSpec]) -> Applied:
         grow = sorted({d.topic for d in stale if d.kind == "partitions"})
         if grow:
             response = await client.create_partitions(
-                {name: NewPartitions(total_count=by_name[name].partitions) for name in grow}
+                {name: NewPartitions(total_count=by_name[name].partitions) for name in grow},
+                timeout_ms=int(SETTLE_S * 1000),
             )
             _raise_for(response.topic_errors)
             done.grown = grow
@@ -147,7 +152,26 @@ async def apply(settings: Settings, specs: Sequence[TopicSpec]) -> Applied:
                 _raise_for((r[3], r[0], r[1]) for r in response.resources)
             done.reconfigured = reconfigure
         done.unfixable = [d for d in stale if not d.fixable]
+        if missing or grow:
+            await _settled(client, [by_name[n] for n in [*done.created, *grow]])
     return done
+
+
+async def _settled(client: Any, specs: Sequence[TopicSpec]) -> None:
+    """Wait until the broker's metadata shows the topics and partitions made.
+
+    The controller answers before every broker knows; what starts next (the workers) must
+    find them.
+    """
+    try:
+        async with asyncio.timeout(SETTLE_S):
+            for _ in itertools.count():  # the broker offers nothing to wait on but a poll
+                found = await _drift(client, specs)
+                if not any(d.kind in ("missing", "partitions") for d in found):
+                    return
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        raise KafkaTimeoutError(f"topics not visible after {SETTLE_S:.0f} s") from None
 
 
 def _raise_for(errors: Iterable[tuple[str, int, str | None]], tolerated: int | None = None) -> None:
