@@ -25,4 +25,3 @@ def migrate(database_url: str | None = None) -> None:
 async def create_topics(settings: Settings, default_partitions: int = 6) -> list[str]:
     """Apply the topics' declaration (services.ops.topics); returns the topics created."""
     return (await topics.apply(settings, topics.declared(settings, default_partitions))).created
-

@@ -40,9 +40,7 @@ def test_a_worker_runs_its_service_as_faststream_runs_it(
     result = runner.invoke(cli.app, ["worker", service])
 
     assert result.exit_code == 0, result.output
-    assert became == [
-        [sys.executable, "-m", "faststream", "run", f"services.{service}.app:app"]
-    ]
+    assert became == [[sys.executable, "-m", "faststream", "run", f"services.{service}.app:app"]]
 
 
 def test_a_worker_of_no_known_service_is_refused(became: list[list[str]]) -> None:
