@@ -85,8 +85,11 @@ class LocalKafkaCluster:
     def _partitions(self, topics: list[str]) -> dict[tuple[str, int], dict[str, Any]]:
         """Each partition's metadata (leader, replicas, isr) by (topic, partition)."""
 
+        # Ask the running nodes only: a killed one stays in the metadata for a while.
+        live = ",".join(n.bootstrap_servers for n in self.nodes if n.running)
+
         async def ask() -> list[dict[str, Any]]:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+            admin = AIOKafkaAdminClient(bootstrap_servers=live)
             await admin.start()
             try:
                 described: list[dict[str, Any]] = await admin.describe_topics(topics)

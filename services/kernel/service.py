@@ -71,7 +71,8 @@ class Service:
         self._timers = timers
         self._tasks: list[asyncio.Task[None]] = []
         self.broker = KafkaBroker(
-            self.settings.kafka_bootstrap_servers,
+            # A list: FastStream takes a string for one host and would not split "a:9092,b:9092".
+            self.settings.kafka_bootstrap_servers.split(","),
             security=self.settings.broker_security(),
             graceful_timeout=15.0,
         )

@@ -193,6 +193,9 @@ async def _drift(client: Any, specs: Sequence[TopicSpec]) -> list[Drift]:
     configs = await _configs(client, [s.name for s in present])
     for spec in present:
         parts = described[spec.name]
+        if not parts:  # listed, but this broker's metadata has no partition of it yet
+            found.append(Drift(spec.name, "missing", "missing (being created)"))
+            continue
         if len(parts) < spec.partitions:
             found.append(
                 Drift(
