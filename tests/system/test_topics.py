@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -42,6 +43,17 @@ async def _partitions(admin: AIOKafkaAdminClient, name: str) -> int:
     return len(topic["partitions"])
 
 
+async def _created(admin: AIOKafkaAdminClient, *topics: NewTopic) -> None:
+    """Create topics and wait until the broker's metadata shows their partitions."""
+    await admin.create_topics(list(topics))
+    async with asyncio.timeout(30):
+        for topic in topics:
+            while True:  # the broker offers nothing to wait on but its metadata
+                if await _partitions(admin, topic.name) >= topic.num_partitions:
+                    break
+                await asyncio.sleep(0.1)
+
+
 async def test_missing_topics_are_drift_until_applied(real_infra: Infra) -> None:
     settings = _settings(real_infra)
     specs = declared(settings, names=_names("booking.drill-{}", "invoice.drill-{}.dlq"))
@@ -60,7 +72,7 @@ async def test_apply_grows_partitions_and_sets_configs_but_never_shrinks(
     settings = _settings(real_infra)
     few, many = _names("booking.few-{}", "booking.many-{}")
     an_hour = {"retention.ms": "3600000"}
-    await admin.create_topics([NewTopic(few, 1, 1), NewTopic(many, 12, 1, topic_configs=an_hour)])
+    await _created(admin, NewTopic(few, 1, 1), NewTopic(many, 12, 1, topic_configs=an_hour))
     specs = declared(settings, names=[few, many])  # booking topics: 6 partitions each
 
     found = {(d.topic, d.kind) for d in await drift(settings, specs)}
