@@ -30,7 +30,14 @@ BookingId = Annotated[Id, Field(description="The platform's booking id")]
 InvoiceId = Annotated[Id, Field(description="The platform's invoice id")]
 
 
-_DECIMAL = re.compile(r"-?\d{1,12}(\.\d{1,6})?")
+_DECIMAL = re.compile(r"^-?\d{1,12}(\.\d{1,6})?$")
+_AMOUNT = _DECIMAL.pattern.replace("^-?", "^")
+_PERCENT = re.compile(r"^(100(\.0{1,6})?|\d{1,2}(\.\d{1,6})?)$")
+_AS_TEXT = PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json")
+
+
+def _text_schema(pattern: str, example: str) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "pattern": pattern, "examples": [example]})
 
 
 def _decimal_string(value: object) -> Decimal:
@@ -42,12 +49,42 @@ def _decimal_string(value: object) -> Decimal:
     return Decimal(value)
 
 
+def _amount_string(value: object) -> Decimal:
+    """An amount of money: a decimal string, never below zero."""
+    amount = _decimal_string(value)
+    if amount.is_signed():  # "-0.00" too: no amount is written with a minus
+        raise ValueError("must not be negative")
+    return amount
+
+
+def _percent_string(value: object) -> Decimal:
+    """A percentage: a decimal string from "0" to "100"."""
+    if isinstance(value, str) and _PERCENT.fullmatch(value):
+        return Decimal(value)
+    percent = _decimal_string(value)
+    if not Decimal(0) <= percent <= Decimal(100) or percent.is_signed():
+        raise ValueError('a percent must be between "0" and "100"')
+    return percent
+
+
 # Checked by a regular expression rather than pydantic's digit counting: it is on the hot path.
 DecimalString = Annotated[
     Decimal,
     PlainValidator(_decimal_string, json_schema_input_type=str),
-    PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": _DECIMAL.pattern, "examples": ["60.00"]}),
+    _AS_TEXT,
+    _text_schema(_DECIMAL.pattern, "60.00"),
+]
+AmountString = Annotated[
+    Decimal,
+    PlainValidator(_amount_string, json_schema_input_type=str),
+    _AS_TEXT,
+    _text_schema(_AMOUNT, "60.00"),
+]
+PercentString = Annotated[
+    Decimal,
+    PlainValidator(_percent_string, json_schema_input_type=str),
+    _AS_TEXT,
+    _text_schema(_PERCENT.pattern, "20"),
 ]
 
 
@@ -60,7 +97,9 @@ class Frozen(BaseModel):
 class Money(Frozen):
     """An amount of one currency."""
 
-    amount: DecimalString = Field(description='Decimal string, e.g. "60.00"', examples=["60.00"])
+    amount: AmountString = Field(
+        description='Decimal string, never negative, e.g. "60.00"', examples=["60.00"]
+    )
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = Field(
         description="ISO 4217 code", examples=["EUR"]
     )

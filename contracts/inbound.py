@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import zoneinfo
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Discriminator, Field, StrictBool, StrictInt, Tag
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    Tag,
+)
 
 from contracts.base import (
     BookingId,
@@ -16,6 +27,7 @@ from contracts.base import (
     InvoiceId,
     Money,
     PackageId,
+    PercentString,
     RecordId,
     ServiceId,
 )
@@ -33,18 +45,57 @@ class PlanChanged(Frozen):
     )
 
 
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _iana_zone(name: str) -> str:
+    """An IANA time zone name the zone database knows, such as "Europe/Berlin"."""
+    if name not in _zones():
+        raise ValueError("must be an IANA time zone name such as Europe/Berlin")
+    return name
+
+
+TimeZoneName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    AfterValidator(_iana_zone),
+    Field(examples=["Europe/Berlin"]),
+]
+
+
+class SettingsChanged(Frozen):
+    """`business.settings_changed`: the business's time zone, policies and notice lead time."""
+
+    time_zone: TimeZoneName = Field(description="Days of records, appointments and reports")
+    no_show: Literal["restore", "forfeit"] = Field(
+        description="Whether a no-show gives the session back"
+    )
+    late_cancel_hours: Annotated[StrictInt, Field(ge=0, le=720)] | None = Field(
+        description="A cancellation less than this many hours before the appointment keeps the "
+        "session; null for never"
+    )
+    expiring_soon_days: Annotated[StrictInt, Field(ge=0, le=90)] = Field(
+        description="Days before expiry to notify; 0 for no notice"
+    )
+    version: Version
+
+
 class PackageService(Frozen):
     """A service a package includes, with its session count."""
 
     service_id: ServiceId
-    sessions: StrictInt | None = Field(description="Sessions included; null for unlimited")
+    sessions: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        description="Sessions included, at least 1; null for unlimited"
+    )
 
 
 class PercentDiscount(Frozen):
     """A percentage off the booked service's price."""
 
     type: Literal["percent"]
-    value: DecimalString = Field(description='"0".."100"')
+    value: PercentString = Field(description='A decimal string from "0" to "100"')
 
 
 class AmountDiscount(Frozen):
@@ -74,7 +125,7 @@ class ValidUntil(Frozen):
     """Records expire at the end of a fixed date."""
 
     type: Literal["until"]
-    date: dt.date | None = Field(None, description="The last valid day (YYYY-MM-DD)")
+    date: dt.date = Field(description="The last valid day (YYYY-MM-DD)")
 
 
 Validity = Annotated[NeverExpires | ValidForDays | ValidUntil, Field(discriminator="type")]
@@ -106,7 +157,7 @@ class PackageLine(Frozen):
     line_id: Id
     type: Literal["package"]
     package_id: PackageId
-    quantity: StrictInt
+    quantity: StrictInt = Field(ge=1, description="How many records the line sells")
     unit_price: Money
 
 
@@ -175,6 +226,10 @@ class RecordChanges(Frozen):
     expires_on: dt.date | None = Field(None, description="New expiry; null for never")
     sessions: list[SessionsTotal] | None = Field(None, max_length=500)
     status: Literal["cancelled", "active"] | None = None
+    frozen_until: dt.date | None = Field(
+        None,
+        description="Frozen from the request's day through this date; null: unfrozen now",
+    )
 
 
 class RecordEditRequested(Frozen):
@@ -239,6 +294,7 @@ __all__ = [
     "RecordEditRequested",
     "RecordLine",
     "SessionsTotal",
+    "SettingsChanged",
     "ValidForDays",
     "ValidUntil",
     "Validity",

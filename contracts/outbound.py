@@ -20,7 +20,7 @@ from contracts.base import (
 )
 from contracts.inbound import Discount
 
-RecordStatus = Literal["active", "exhausted", "expired", "cancelled"]
+RecordStatus = Literal["active", "exhausted", "frozen", "expired", "cancelled"]
 
 
 class InvoiceOrigin(Frozen):
@@ -62,6 +62,20 @@ class RecordState(Frozen):
     expires_on: date | None = Field(description="Last valid day; null for never")
     discount: Discount
     services: list[ServiceBalance]
+    frozen_until: date | None = Field(None, description="Frozen through this date; null if not")
+
+
+class RecordLowBalance(RecordState):
+    """`package_record.low_balance`: a redemption left exactly one session of a service."""
+
+    service_id: ServiceId = Field(description="The service with one session left")
+
+
+class RecordExpiringSoon(RecordState):
+    """`package_record.expiring_soon`: the record expires within the business's notice lead
+    time while sessions remain; once per record and expiry date."""
+
+    days_left: int = Field(description="Days from today to the last valid day")
 
 
 class PackageApplied(Frozen):
@@ -73,6 +87,28 @@ class PackageApplied(Frozen):
     service_id: ServiceId
     price_before: Money
     price_after: Money
+    sessions_remaining: int | None = Field(description="Left for the service; null for unlimited")
+
+
+class PackageRepriced(Frozen):
+    """`booking.package_repriced`: a held booking's price changed; the same record prices it."""
+
+    booking_id: BookingId
+    client_id: ClientId
+    package_record_id: RecordId
+    service_id: ServiceId
+    price_before: Money
+    price_after: Money
+
+
+class PackageForfeited(Frozen):
+    """`booking.package_forfeited`: a no-show or late cancellation kept its session by the
+    business's policy; the booking keeps its redemption."""
+
+    booking_id: BookingId
+    client_id: ClientId
+    package_record_id: RecordId
+    reason: Literal["no_show", "late_cancel"]
     sessions_remaining: int | None = Field(description="Left for the service; null for unlimited")
 
 
@@ -127,8 +163,12 @@ __all__ = [
     "NotAppliedReason",
     "Origin",
     "PackageApplied",
+    "PackageForfeited",
     "PackageNotApplied",
     "PackageRemoved",
+    "PackageRepriced",
+    "RecordExpiringSoon",
+    "RecordLowBalance",
     "RecordState",
     "RecordStatus",
     "RemovalReason",

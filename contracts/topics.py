@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from contracts import inbound, outbound
 
 BUSINESS_PLAN_CHANGED = "business.plan_changed"
+BUSINESS_SETTINGS_CHANGED = "business.settings_changed"
 PACKAGE_CREATED = "package.created"
 PACKAGE_UPDATED = "package.updated"
 PACKAGE_DISABLED = "package.disabled"
@@ -27,9 +28,13 @@ RECORD_UPDATED = "package_record.updated"
 RECORD_PAID = "package_record.paid"
 RECORD_CANCELLED = "package_record.cancelled"
 RECORD_EXPIRED = "package_record.expired"
+RECORD_LOW_BALANCE = "package_record.low_balance"
+RECORD_EXPIRING_SOON = "package_record.expiring_soon"
 PACKAGE_APPLIED = "booking.package_applied"
 PACKAGE_REMOVED = "booking.package_removed"
 PACKAGE_NOT_APPLIED = "booking.package_not_applied"
+PACKAGE_REPRICED = "booking.package_repriced"
+PACKAGE_FORFEITED = "booking.package_forfeited"
 MESSAGE_REJECTED = "message.rejected"
 
 DLQ_SUFFIX = ".dlq"
@@ -46,6 +51,7 @@ class Inbound:
 
 INBOUND: dict[str, Inbound] = {
     BUSINESS_PLAN_CHANGED: Inbound(inbound.PlanChanged, "business_id"),
+    BUSINESS_SETTINGS_CHANGED: Inbound(inbound.SettingsChanged, "business_id", actor_required=True),
     PACKAGE_CREATED: Inbound(inbound.PackageDefined, "package_id", actor_required=True),
     PACKAGE_UPDATED: Inbound(inbound.PackageDefined, "package_id", actor_required=True),
     PACKAGE_DISABLED: Inbound(inbound.PackageStatusChanged, "package_id", actor_required=True),
@@ -66,11 +72,25 @@ OUTBOUND: dict[str, type[BaseModel]] = {
     RECORD_PAID: outbound.RecordState,
     RECORD_CANCELLED: outbound.RecordState,
     RECORD_EXPIRED: outbound.RecordState,
+    RECORD_LOW_BALANCE: outbound.RecordLowBalance,
+    RECORD_EXPIRING_SOON: outbound.RecordExpiringSoon,
     PACKAGE_APPLIED: outbound.PackageApplied,
     PACKAGE_REMOVED: outbound.PackageRemoved,
     PACKAGE_NOT_APPLIED: outbound.PackageNotApplied,
+    PACKAGE_REPRICED: outbound.PackageRepriced,
+    PACKAGE_FORFEITED: outbound.PackageForfeited,
     MESSAGE_REJECTED: outbound.MessageRejected,
 }
+
+
+def key_of(topic: str) -> str:
+    """The field whose value keys a topic's messages: the id CONTRACT.md names for the topic.
+
+    What we publish is keyed by its client, and a refusal by its business.
+    """
+    if topic in INBOUND:
+        return INBOUND[topic].key
+    return "business_id" if topic == MESSAGE_REJECTED else "client_id"
 
 
 def dlq(topic: str) -> str:

@@ -14,11 +14,12 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
@@ -40,6 +41,7 @@ from deploy._process import (
 __all__ = [
     "KAFKA_VERSION",
     "InfraError",
+    "Listener",
     "LocalKafka",
     "create_topics",
     "default_cache_dir",
@@ -200,10 +202,26 @@ def _new_cluster_id() -> str:
     return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
 
 
+@dataclass(frozen=True)
+class Listener:
+    """A listener beside PLAINTEXT, such as TLS with client certificates; names are upper case."""
+
+    name: str
+    protocol: Literal["SSL", "SASL_SSL", "SASL_PLAINTEXT"]
+    port: int
+    properties: Mapping[str, str] = field(default_factory=dict)  # under listener.name.<name>.
+
+    @property
+    def address(self) -> str:
+        """Return "127.0.0.1:PORT"."""
+        return f"{LOCALHOST}:{self.port}"
+
+
 def _server_properties(
     log_dirs: Path,
     port: int,
     controller_port: int,
+    extra: Sequence[Listener] = (),
     *,
     node_id: int = 1,
     voters: str | None = None,
@@ -215,13 +233,19 @@ def _server_properties(
     `voters` names every node's controller and `replicas` how many copies internal topics keep.
     """
     in_sync = str(max(1, replicas - 1))
+    listeners = [f"PLAINTEXT://{LOCALHOST}:{port}", *(f"{x.name}://{x.address}" for x in extra)]
+    protocols = [
+        "PLAINTEXT:PLAINTEXT",
+        "CONTROLLER:PLAINTEXT",
+        *(f"{x.name}:{x.protocol}" for x in extra),
+    ]
     settings = {
         "process.roles": "broker,controller",
         "node.id": str(node_id),
         "controller.quorum.voters": voters or f"{node_id}@{LOCALHOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{LOCALHOST}:{port},CONTROLLER://{LOCALHOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{LOCALHOST}:{port}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listeners": ",".join([*listeners, f"CONTROLLER://{LOCALHOST}:{controller_port}"]),
+        "advertised.listeners": ",".join(listeners),
+        "listener.security.protocol.map": ",".join(protocols),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(log_dirs),
@@ -242,6 +266,9 @@ def _server_properties(
         # Topics are created on purpose (create_topics), as in production.
         "auto.create.topics.enable": "false",
     }
+    for x in extra:
+        prefix = f"listener.name.{x.name.lower()}."
+        settings.update({prefix + key: value for key, value in x.properties.items()})
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
@@ -279,6 +306,7 @@ class LocalKafka:
         port: int | None = None,
         controller_port: int | None = None,
         cache_dir: Path | None = None,
+        listeners: Sequence[Listener] = (),
         node_id: int = 1,
         voters: str | None = None,
         replicas: int = 1,
@@ -291,6 +319,7 @@ class LocalKafka:
         """
         self.data_dir = data_dir.resolve()
         self.port = port
+        self.listeners = tuple(listeners)
         self.controller_port = controller_port
         self.node_id = node_id
         self._voters = voters
@@ -432,6 +461,7 @@ class LocalKafka:
                 self.data_dir / "logs",
                 self.port,
                 self.controller_port,
+                self.listeners,
                 node_id=self.node_id,
                 voters=self._voters,
                 replicas=self._replicas,

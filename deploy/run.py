@@ -47,7 +47,11 @@ def run(
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "DATABASE_URL": postgres.url,
             **{f"PACKAGES_{k.upper()}": str(v) for k, v in kafka.topic_settings().items()},
+            # Local use: the read API answers without a token unless told otherwise (said below).
+            "PACKAGES_API_AUTH": os.environ.get("PACKAGES_API_AUTH", "disabled"),
         }
+        auth = env["PACKAGES_API_AUTH"]
+        open_api = auth == "disabled"
         for step in ("migrate", "topics"):
             subprocess.run([*PACKAGES, step], env=env, check=True)
         children = {
@@ -64,6 +68,7 @@ def run(
             f"  Kafka:      {kafka.bootstrap_servers}\n"
             f"  PostgreSQL: {postgres.dsn}\n"
             f"  Read API:   http://127.0.0.1:{http_port}/docs  (health: /health/ready, /metrics)\n"
+            f"              PACKAGES_API_AUTH={auth}{' (no token: local use only)' * open_api}\n"
             f"  Logs:       {directory}/<service>.log\n"
             f"Press Ctrl-C to stop."
         )

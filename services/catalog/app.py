@@ -5,15 +5,11 @@ from __future__ import annotations
 from faststream.kafka.annotations import KafkaMessage
 
 from contracts import topics
-from contracts.base import Envelope
-from contracts.inbound import PackageDefined, PackageStatusChanged, PlanChanged
 from services.catalog import handlers
 from services.catalog.tables import kernel
 from services.kernel.service import Service
 from services.kernel.settings import load_settings
 from services.kernel.timers import periodic
-
-CatalogEvent = Envelope[PlanChanged] | Envelope[PackageDefined] | Envelope[PackageStatusChanged]
 
 settings = load_settings()
 service = Service(
@@ -29,11 +25,12 @@ app = service.app
 
 @service.subscriber(
     topics.BUSINESS_PLAN_CHANGED,
+    topics.BUSINESS_SETTINGS_CHANGED,
     topics.PACKAGE_CREATED,
     topics.PACKAGE_UPDATED,
     topics.PACKAGE_DISABLED,
     topics.PACKAGE_ENABLED,
 )
-async def on_catalog_event(documented: list[CatalogEvent], message: KafkaMessage) -> None:
-    """Plans and packages."""
+async def on_catalog_event(message: KafkaMessage) -> None:
+    """Plans, settings and packages."""
     await service.handle(message)

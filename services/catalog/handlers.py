@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -12,9 +12,9 @@ from sqlalchemy.dialects.postgresql import insert
 from contracts import topics
 from contracts.base import Envelope
 from contracts.codec import decode_stored
-from contracts.inbound import PackageDefined, PackageStatusChanged, PlanChanged
+from contracts.inbound import PackageDefined, PackageStatusChanged, PlanChanged, SettingsChanged
 from services.catalog import domain
-from services.catalog.tables import business_plan, package, waiting_event
+from services.catalog.tables import business_plan, business_settings, package, waiting_event
 from services.kernel.unit_of_work import Outcome, UnitOfWork
 from services.records import api as records
 
@@ -26,16 +26,18 @@ class Catalog:
         self.plan_wait = timedelta(seconds=plan_wait_s)
 
     async def handle_batch(self, uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
-        """Plans first (a package event fetched with its plan needs it), then the rest in order."""
-        for event in sorted(events, key=lambda e: e.event_type != topics.BUSINESS_PLAN_CHANGED):
+        """In fetch order: each package event is judged by the plan of its own time."""
+        for event in events:
             if event.event_type == topics.BUSINESS_PLAN_CHANGED:
                 await change_plan(uow, event)
+            elif event.event_type == topics.BUSINESS_SETTINGS_CHANGED:
+                await change_settings(uow, event)
             elif not await self._waits_for_plan(uow, event):
                 await apply_package_event(uow, event)
 
     async def _waits_for_plan(self, uow: UnitOfWork, event: Envelope[Any]) -> bool:
         """A business never seen may be one whose plan is still on its way: keep its event."""
-        if await _plan(uow, event.business_id) is not None:
+        if await _plans(uow, event.business_id):
             return False
         await uow.conn.execute(
             insert(waiting_event)
@@ -62,17 +64,48 @@ async def apply_package_event(uow: UnitOfWork, event: Envelope[Any]) -> None:
 
 
 async def change_plan(uow: UnitOfWork, event: Envelope[PlanChanged]) -> None:
-    """Keep the business's plan (never overwritten by an older one); apply what waited for it."""
+    """Keep the plan change with its time; apply what waited for the business's first plan."""
     stmt = insert(business_plan).values(
         business_id=event.business_id, plan=event.data.plan, changed_at=event.occurred_at
     )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[business_plan.c.business_id],
-        set_={"plan": stmt.excluded.plan, "changed_at": stmt.excluded.changed_at},
-        where=business_plan.c.changed_at <= stmt.excluded.changed_at,
+    await uow.conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[business_plan.c.business_id, business_plan.c.changed_at],
+            set_={"plan": stmt.excluded.plan},
+        )
     )
-    await uow.conn.execute(stmt)
     await release_waiting(uow, waiting_event.c.business_id == event.business_id)
+
+
+async def change_settings(uow: UnitOfWork, event: Envelope[SettingsChanged]) -> None:
+    """The business's time zone and policies, from the owner (or the platform); versioned:
+    a stale one changes nothing, a gap applies. They apply to what is handled after them."""
+    if refusal := domain.may_set(event.actor):
+        uow.reject(event, refusal.reason, refusal.detail)
+        return
+    data = event.data
+    stmt = insert(business_settings).values(
+        business_id=event.business_id,
+        **data.model_dump(include={"time_zone", "no_show", "late_cancel_hours"}),
+        expiring_soon_days=data.expiring_soon_days,
+        version=data.version,
+    )
+    applied = await uow.conn.scalar(
+        stmt.on_conflict_do_update(
+            index_elements=[business_settings.c.business_id],
+            set_={
+                "time_zone": stmt.excluded.time_zone,
+                "no_show": stmt.excluded.no_show,
+                "late_cancel_hours": stmt.excluded.late_cancel_hours,
+                "expiring_soon_days": stmt.excluded.expiring_soon_days,
+                "version": stmt.excluded.version,
+                "updated_at": func.now(),
+            },
+            where=business_settings.c.version < stmt.excluded.version,
+        ).returning(business_settings.c.version)
+    )
+    if applied is None:
+        uow.ignore(event, "stale_version", f"version {data.version} is not newer")
 
 
 async def release_waiting(uow: UnitOfWork, where: Any) -> int:
@@ -96,15 +129,19 @@ async def expire_waiting(uow: UnitOfWork) -> int:
     return await release_waiting(uow, waiting_event.c.wait_until <= uow.now)
 
 
-async def _plan(uow: UnitOfWork, business_id: str) -> str | None:
-    plan: str | None = await uow.conn.scalar(
-        select(business_plan.c.plan).where(business_plan.c.business_id == business_id)
+async def _plans(uow: UnitOfWork, business_id: str) -> list[tuple[datetime, str]]:
+    """The business's plan changes, oldest first (a handful at most)."""
+    rows = await uow.conn.execute(
+        select(business_plan.c.changed_at, business_plan.c.plan)
+        .where(business_plan.c.business_id == business_id)
+        .order_by(business_plan.c.changed_at)
     )
-    return plan
+    return [(r.changed_at, r.plan) for r in rows]
 
 
 async def _refused(uow: UnitOfWork, event: Envelope[Any]) -> bool:
-    refusal = domain.may_manage(await _plan(uow, event.business_id), event.actor)
+    plan = domain.plan_at(await _plans(uow, event.business_id), event.occurred_at)
+    refusal = domain.may_manage(plan, event.actor)
     if refusal:
         uow.reject(event, refusal.reason, refusal.detail)
     return refusal is not None

@@ -15,8 +15,9 @@ business_plan = Table(
     "business_plan",
     metadata,
     Column("business_id", String(64), primary_key=True),
+    Column("changed_at", DateTime(timezone=True), primary_key=True),
     Column("plan", String(16), nullable=False),
-    Column("changed_at", DateTime(timezone=True), nullable=False),
+    comment="Every plan change of a business: a package event is judged by the plan of its time",
 )
 
 package = Table(
@@ -43,4 +44,18 @@ waiting_event = Table(
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("wait_until", DateTime(timezone=True), nullable=False),
     comment="Package events of a business whose plan has not arrived yet",
+)
+
+business_settings = Table(
+    "business_settings",
+    metadata,
+    Column("business_id", String(64), primary_key=True),
+    Column("time_zone", String(64), nullable=False),
+    Column("no_show", String(16), nullable=False),
+    Column("late_cancel_hours", Integer),
+    Column("expiring_soon_days", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment="A business's time zone, policies and notice lead time (UTC, restore, none, 7 "
+    "until its first business.settings_changed)",
 )

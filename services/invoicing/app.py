@@ -5,15 +5,11 @@ from __future__ import annotations
 from faststream.kafka.annotations import KafkaMessage
 
 from contracts import topics
-from contracts.base import Envelope
-from contracts.inbound import InvoiceChanged, InvoicePublished
 from services.invoicing.handlers import Invoicing, settle_waiting_lines
 from services.invoicing.tables import kernel
 from services.kernel.service import Service
 from services.kernel.settings import load_settings
 from services.kernel.timers import periodic
-
-InvoiceEvent = Envelope[InvoicePublished] | Envelope[InvoiceChanged]
 
 settings = load_settings()
 service = Service(
@@ -33,6 +29,6 @@ app = service.app
 
 
 @service.subscriber(topics.INVOICE_PUBLISHED, topics.INVOICE_PAID, topics.INVOICE_VOIDED)
-async def on_invoice_event(documented: list[InvoiceEvent], message: KafkaMessage) -> None:
+async def on_invoice_event(message: KafkaMessage) -> None:
     """Invoices published, paid and voided."""
     await service.handle(message)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts import topics
@@ -19,7 +20,7 @@ from services.catalog import api as catalog
 from services.invoicing import domain
 from services.invoicing.tables import invoice, pending_line
 from services.kernel.rows import Columns, insert_rows, pack
-from services.kernel.unit_of_work import UnitOfWork
+from services.kernel.unit_of_work import Outcome, UnitOfWork
 from services.records import api as records
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ class Invoicing:
                 accepted.append(event)
         if not accepted:
             return
+        # The clients' locks before any of their records' rows, in the order redemption
+        # takes them, so that the two cannot wait for each other.
+        await records.lock_clients(uow.conn, {(e.business_id, e.data.client_id) for e in accepted})
         states = await _upsert_invoices(uow, accepted, published=True)
         packages = await catalog.find_packages(
             uow.conn,
@@ -112,21 +116,30 @@ class Invoicing:
             if isinstance(line, PackageLine):
                 refusal = await self._sell(uow, event, line, paid, packages=packages, sales=sales)
             elif isinstance(line, RecordLine):
-                reason = await records.attach_to_invoice(
-                    uow,
-                    event.business_id,
-                    event.data.client_id,
-                    line.package_record_id,
-                    event.data.invoice_id,
-                    paid=paid,
-                    cause=event,
-                )
-                refusal = f"{reason}: line {line.line_id}" if reason else None
+                refusal = await self._attach(uow, event, line, paid)
             else:
                 continue  # services, products and the like are not ours
             if refusal:
                 refusals.append(refusal)
         return refusals
+
+    async def _attach(
+        self, uow: UnitOfWork, event: Envelope[InvoicePublished], line: RecordLine, paid: bool
+    ) -> str | None:
+        """Attach the line's record, make the line wait for it, or refuse it."""
+        record = await records.find_record(uow.conn, event.business_id, line.package_record_id)
+        if record is None:
+            await _wait(
+                uow, event, line.line_id, self.pending_wait, record_id=line.package_record_id
+            )
+            uow.defer(
+                event,
+                "record_not_seen_yet",
+                f"line {line.line_id} waits for {line.package_record_id}",
+            )
+            return None
+        reason = await _attach_record(uow, event, record, paid)
+        return f"{reason}: line {line.line_id}" if reason else None
 
     async def _sell(
         self,
@@ -143,7 +156,14 @@ class Invoicing:
             return f"invalid_quantity: line {line.line_id}: {bad}"
         package = packages.get((event.business_id, line.package_id))
         if package is None:
-            await _wait_for_package(uow, event, line, uow.now + self.pending_wait)
+            await _wait(
+                uow,
+                event,
+                line.line_id,
+                self.pending_wait,
+                package_id=line.package_id,
+                quantity=line.quantity,
+            )
             uow.defer(
                 event, "package_not_seen_yet", f"line {line.line_id} waits for {line.package_id}"
             )
@@ -242,28 +262,56 @@ async def void_invoice(uow: UnitOfWork, event: Envelope[InvoiceChanged]) -> None
     await records.void_invoice(uow, event.business_id, event.data.invoice_id, cause=event)
 
 
-async def _wait_for_package(
-    uow: UnitOfWork, event: Envelope[InvoicePublished], line: PackageLine, until: datetime
+async def _attach_record(
+    uow: UnitOfWork, event: Envelope[Any], record: Any, paid: bool
+) -> str | None:
+    """Rule 6: the client's unpaid record added to the invoice; a refusal reason otherwise."""
+    if record.client_id != event.data.client_id:
+        return "record_not_found"
+    return await records.attach_to_invoice(
+        uow, record, event.data.invoice_id, paid=paid, cause=event
+    )
+
+
+async def _wait(
+    uow: UnitOfWork,
+    event: Envelope[InvoicePublished],
+    line_id: str,
+    wait: timedelta,
+    *,
+    package_id: str | None = None,
+    quantity: int | None = None,
+    record_id: str | None = None,
 ) -> None:
+    """Keep a line that names a package or a record not seen yet."""
     cause = event.model_dump(mode="json", exclude={"data"})
     await uow.conn.execute(
         insert(pending_line)
         .values(
             business_id=event.business_id,
             invoice_id=event.data.invoice_id,
-            line_id=line.line_id,
+            line_id=line_id,
             client_id=event.data.client_id,
-            package_id=line.package_id,
-            quantity=line.quantity,
+            package_id=package_id,
+            quantity=quantity,
+            record_id=record_id,
             cause=cause,
-            wait_until=until,
+            wait_until=uow.now + wait,
         )
         .on_conflict_do_nothing()
     )
 
 
 async def settle_waiting_lines(uow: UnitOfWork, limit: int = 200) -> int:
-    """Apply lines whose package has arrived; refuse those that waited too long."""
+    """Apply the lines whose package or record has arrived; refuse those that waited too long.
+
+    Only lines that can be settled are read, oldest first, so none waits behind the others.
+    """
+    due = or_(
+        pending_line.c.wait_until <= uow.now,
+        catalog.package_known(pending_line.c.business_id, pending_line.c.package_id),
+        records.record_known(pending_line.c.business_id, pending_line.c.record_id),
+    )
     rows = (
         await uow.conn.execute(
             select(pending_line, invoice.c.paid, invoice.c.voided)
@@ -272,48 +320,18 @@ async def settle_waiting_lines(uow: UnitOfWork, limit: int = 200) -> int:
                 (invoice.c.business_id == pending_line.c.business_id)
                 & (invoice.c.invoice_id == pending_line.c.invoice_id),
             )
-            .where(pending_line.c.state == "waiting")
+            .where(pending_line.c.state == "waiting", due)
             .order_by(pending_line.c.wait_until)
             .limit(limit)
             .with_for_update(of=pending_line, skip_locked=True)
         )
     ).all()
-    settled = 0
+    await records.lock_clients(uow.conn, {(r.business_id, r.client_id) for r in rows})
     for row in rows:
-        package = await catalog.find_package(uow.conn, row.business_id, row.package_id)
-        if package is None and row.wait_until > uow.now:
-            continue
-        line = PackageLine(
-            line_id=row.line_id,
-            type="package",
-            package_id=row.package_id,
-            quantity=row.quantity,
-            unit_price={"amount": "0", "currency": "EUR"},
-        )
-        cause: Envelope[PackageLine] = Envelope[PackageLine].model_validate(
-            {**row.cause, "data": line}
-        )
-        reason = domain.line_refusal(package is not None, package is not None and package.active)
-        if reason or package is None:
-            uow.reject(
-                cause,
-                reason or "package_not_found",
-                f"line {row.line_id}: package {row.package_id} "
-                + ("is disabled" if reason == "package_disabled" else "never arrived"),
-            )
-            state = "refused"
+        if row.record_id is not None:
+            state = await _settle_record_line(uow, row)
         else:
-            await records.create_records(
-                uow,
-                row.business_id,
-                row.client_id,
-                package.terms,
-                InvoiceOrigin(invoice_id=row.invoice_id, line_id=row.line_id),
-                quantity=row.quantity,
-                paid=row.paid,
-                cause=cause,
-            )
-            state = "applied"
+            state = await _settle_package_line(uow, row)
         await uow.conn.execute(
             update(pending_line)
             .where(
@@ -323,5 +341,81 @@ async def settle_waiting_lines(uow: UnitOfWork, limit: int = 200) -> int:
             )
             .values(state=state)
         )
-        settled += 1
-    return settled
+    await _note_invoices_done(uow, rows)
+    return len(rows)
+
+
+async def _note_invoices_done(uow: UnitOfWork, rows: Sequence[Any]) -> None:
+    """An invoice none of whose lines waits any more has applied (unless a line was refused)."""
+    invoices = {(r.business_id, r.invoice_id): r for r in rows}
+    if not invoices:
+        return
+    still = set(
+        (
+            await uow.conn.execute(
+                select(pending_line.c.business_id, pending_line.c.invoice_id).where(
+                    tuple_(pending_line.c.business_id, pending_line.c.invoice_id).in_(invoices),
+                    pending_line.c.state == "waiting",
+                )
+            )
+        ).tuples()
+    )
+    for key, row in invoices.items():
+        event_id = uuid.UUID(row.cause["event_id"])
+        if key not in still and event_id not in uow.outcomes:
+            uow.outcomes[event_id] = Outcome("applied", "after_waiting", "")
+
+
+def _cause(row: Any, line: PackageLine | RecordLine) -> Envelope[Any]:
+    """The invoice event a waiting line came in, with the line as its data."""
+    cause: Envelope[Any] = Envelope[type(line)].model_validate(  # type: ignore[misc]
+        {**row.cause, "data": line}
+    )
+    return cause
+
+
+async def _settle_record_line(uow: UnitOfWork, row: Any) -> str:
+    line = RecordLine(line_id=row.line_id, type="package_record", package_record_id=row.record_id)
+    cause = _cause(row, line)
+    record = await records.find_record(uow.conn, row.business_id, row.record_id)
+    reason: str | None = "record_not_found"
+    if record is not None and record.client_id == row.client_id:
+        reason = await records.attach_to_invoice(
+            uow, record, row.invoice_id, paid=row.paid, cause=cause
+        )
+    if reason:
+        uow.reject(cause, reason, f"line {row.line_id}: record {row.record_id}")
+        return "refused"
+    return "applied"
+
+
+async def _settle_package_line(uow: UnitOfWork, row: Any) -> str:
+    package = await catalog.find_package(uow.conn, row.business_id, row.package_id)
+    line = PackageLine(
+        line_id=row.line_id,
+        type="package",
+        package_id=row.package_id,
+        quantity=row.quantity,
+        unit_price={"amount": "0", "currency": "EUR"},
+    )
+    cause = _cause(row, line)
+    reason = domain.line_refusal(package is not None, package is not None and package.active)
+    if reason or package is None:
+        uow.reject(
+            cause,
+            reason or "package_not_found",
+            f"line {row.line_id}: package {row.package_id} "
+            + ("is disabled" if reason == "package_disabled" else "never arrived"),
+        )
+        return "refused"
+    await records.create_records(
+        uow,
+        row.business_id,
+        row.client_id,
+        package.terms,
+        InvoiceOrigin(invoice_id=row.invoice_id, line_id=row.line_id),
+        quantity=row.quantity,
+        paid=row.paid,
+        cause=cause,
+    )
+    return "applied"

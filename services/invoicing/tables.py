@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, DateTime, Integer, String, Table, func, text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Integer,
+    String,
+    Table,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 
 from services.kernel.db import metadata as make_metadata
@@ -30,9 +40,11 @@ pending_line = Table(
     Column("invoice_id", String(64), primary_key=True),
     Column("line_id", String(64), primary_key=True),
     Column("client_id", String(64), nullable=False),
-    Column("package_id", String(64), nullable=False),
-    Column("quantity", Integer, nullable=False),
+    Column("package_id", String(64), comment="A package line waits for its package"),
+    Column("quantity", Integer),
+    Column("record_id", String(64), comment="A record line waits for its record"),
     Column("cause", JSONB, nullable=False, comment="The invoice.published envelope, without lines"),
     Column("wait_until", DateTime(timezone=True), nullable=False),
     Column("state", String(16), nullable=False, server_default=text("'waiting'")),
+    CheckConstraint("(package_id IS NULL) <> (record_id IS NULL)", name="one_dependency"),
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import orjson
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -35,7 +37,10 @@ def make_engine(
     that retry work which meets a dropped connection (`is_transient`) can do without it.
     """
     connect_args: dict[str, object] = {"server_settings": {"application_name": "packages"}}
-    if settings.database_ssl != "disable":
+    if settings.database_ssl == "verify-full" and settings.database_ssl_rootcert:
+        # The server's certificate must chain to this CA and name the host: verify-full.
+        connect_args["ssl"] = ssl.create_default_context(cafile=settings.database_ssl_rootcert)
+    elif settings.database_ssl != "disable":
         connect_args["ssl"] = settings.database_ssl
     return create_async_engine(
         settings.database_url.get_secret_value(),

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.base import Envelope
 from contracts.codec import MalformedMessage, decode
@@ -95,6 +95,25 @@ class BatchLocks:
     keys: Callable[[Sequence[Envelope[Any]]], Iterable[str]]
 
 
+# Transaction locks on a list of keys in one order (of their hashes), so that two
+# transactions taking keys in this way cannot deadlock on them.
+_LOCK_KEYS = (
+    "SELECT count(pg_advisory_xact_lock(:space, k)) AS n FROM ("
+    " SELECT DISTINCT hashtext(x) AS k"
+    " FROM jsonb_array_elements_text(CAST(:keys AS jsonb)) AS x ORDER BY k) AS keys"
+)
+
+
+async def hold_locks(conn: AsyncConnection, space: int, keys: Iterable[str]) -> None:
+    """Hold the transaction locks of `keys` in `space` (as `BatchLocks` are held) until the
+    transaction ends."""
+    wanted = list(keys)
+    if wanted:
+        await conn.execute(
+            text(_LOCK_KEYS), {"space": space, "keys": orjson.dumps(wanted).decode()}
+        )
+
+
 class DeadLetters(Protocol):
     """Where poison goes."""
 
@@ -140,11 +159,7 @@ class Kernel:
             # The locks come with the inbox, a round trip fewer. The handler's statements run
             # after it, so each reads what a batch that held a key before committed. Keys are
             # locked in one order, so two batches cannot deadlock on them.
-            ctes = (
-                "locked AS (SELECT count(pg_advisory_xact_lock(:space, k)) AS n FROM ("
-                " SELECT DISTINCT hashtext(x) AS k"
-                " FROM jsonb_array_elements_text(CAST(:keys AS jsonb)) AS x ORDER BY k) AS keys), "
-            )
+            ctes = f"locked AS ({_LOCK_KEYS}), "
             insert += " WHERE (SELECT n FROM locked) >= 0"
         # A redelivery only counts itself: `xmax = 0` tells a fresh row from an updated one.
         # Only redeliveries come back, so a batch of new events (the usual one) returns no rows.

@@ -19,10 +19,10 @@ from aiokafka.errors import (
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from faststream.specification import AsyncAPI
 
 from contracts.base import Envelope
 from contracts.topics import OUTBOUND
+from services.kernel.asyncapi import ContractAsyncAPI
 from services.kernel.db import make_engine
 from services.kernel.dead_letters import KafkaDeadLetters
 from services.kernel.faults import crash_after_commit, crash_after_publish, failing_for
@@ -43,8 +43,8 @@ Handler = Callable[..., Awaitable[None]]
 async def _kernel_decodes(_message: Any) -> list[Any]:
     """The kernel decodes each record itself, so that poison is dead-lettered, not raised.
 
-    FastStream gets an empty list for the handler's body parameter, whose annotation then only
-    documents the payload in the AsyncAPI document.
+    FastStream gets an empty list for the handler's body; the AsyncAPI document describes each
+    topic's message from the contract (services/kernel/asyncapi.py).
     """
     return []
 
@@ -74,6 +74,7 @@ class Service:
             # A list: FastStream takes a string for one host and would not split "a:9092,b:9092".
             self.settings.kafka_bootstrap_servers.split(","),
             security=self.settings.broker_security(),
+            sasl_oauth_token_provider=self.settings.kafka_token_provider,
             graceful_timeout=15.0,
         )
         self.app = FastStream(
@@ -81,7 +82,7 @@ class Service:
             on_startup=[self.start],
             on_shutdown=[self.drain],
             after_shutdown=[self.stop],
-            specification=AsyncAPI(
+            specification=ContractAsyncAPI(
                 title=f"Packages {name}",
                 version="1.0.0",
                 description=f"The {name} consumer of Packages: what it consumes and publishes.",

@@ -9,6 +9,7 @@ from contracts import topics
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
     "catalog": (
         topics.BUSINESS_PLAN_CHANGED,
+        topics.BUSINESS_SETTINGS_CHANGED,
         topics.PACKAGE_CREATED,
         topics.PACKAGE_UPDATED,
         topics.PACKAGE_DISABLED,

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, exists, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import topics
 from contracts.base import Envelope
 from contracts.inbound import PackageDefined
 from contracts.outbound import AssignmentOrigin, InvoiceOrigin
-from services.kernel.rows import Columns, insert_rows, pack
+from services.catalog import api as catalog
+from services.kernel.kernel import hold_locks
+from services.kernel.rows import Columns, execute_rows, insert_rows, pack
 from services.kernel.unit_of_work import UnitOfWork
 from services.records import domain, repository
 from services.records.queries import (
@@ -30,7 +33,7 @@ from services.records.sessions import (
     lock_records,
     move_sessions,
 )
-from services.records.tables import package_record, record_service
+from services.records.tables import package_record, record_service, usable_change
 
 _RECORD_COLUMNS: Columns = (
     ("record_id", "text"),
@@ -89,12 +92,21 @@ async def create_records(
 
 
 async def create_many(uow: UnitOfWork, sales: Sequence[Sale]) -> list[str]:
-    """Rule 5 for many sales in a few statements; returns the records created, in sale order."""
-    today = uow.now.date()
+    """Rule 5 for many sales in a few statements; returns the records created, in sale order.
+
+    A record is created on the day its sale or assignment happened, in the business's time
+    zone, however late it is handled.
+    """
+    if not sales:
+        return []
+    clients = {(sale.business_id, sale.client_id) for sale in sales}
+    await lock_clients(uow.conn, clients)
+    settings = await catalog.settings_of(uow.conn, (b for b, _ in clients))
     of_record: dict[str, _Terms] = {}
     rows: list[tuple[Any, ...]] = []
     for sale in sales:
-        terms = _Terms.of(sale, today)
+        created_on = settings[sale.business_id].today(sale.cause.occurred_at)
+        terms = _Terms.of(sale, created_on)
         for key in _record_keys(sale):
             of_record[key[0]] = terms
             rows.append(
@@ -108,7 +120,7 @@ async def create_many(uow: UnitOfWork, sales: Sequence[Sale]) -> list[str]:
                     "active",
                     terms.expires_on,
                     orjson.Fragment(terms.discount),
-                    today,
+                    created_on,
                 )
             )
     if not rows:
@@ -140,7 +152,52 @@ async def create_many(uow: UnitOfWork, sales: Sequence[Sale]) -> list[str]:
             cause=sale.cause,
         )
     await repository.note_rows(uow.conn, history)
+    await mark_usable(uow.conn, clients)
     return created
+
+
+# A client's records are only ever added under this lock, which redemption holds for a batch's
+# clients as well: a booking handled while the client's record is being sold either sees the
+# record, or is waiting for a package before the sale commits and so is matched again after.
+CLIENT_LOCK_SPACE = 7304  # the redemption's batch lock space: keys never collide with bookings'
+
+
+def client_lock_key(business_id: str, client_id: str) -> str:
+    """The lock key of a client's set of records."""
+    return f"client:{business_id}/{client_id}"
+
+
+async def lock_clients(conn: AsyncConnection, clients: Iterable[tuple[str, str]]) -> None:
+    """Hold these clients' record-set locks until the transaction ends."""
+    await hold_locks(conn, CLIENT_LOCK_SPACE, (client_lock_key(b, c) for b, c in clients))
+
+
+_MARK_USABLE = insert_rows(
+    usable_change.fullname,
+    (("business_id", "text"), ("client_id", "text")),
+    " ON CONFLICT (business_id, client_id) DO NOTHING",
+)
+
+
+async def mark_usable(conn: AsyncConnection, clients: Iterable[tuple[str, str]]) -> None:
+    """Note that these clients have a record that appeared or became more usable, so that
+    bookings waiting for a package are matched again (`take_usable`)."""
+    await execute_rows(conn, _MARK_USABLE, sorted(set(clients)))
+
+
+_TAKE_USABLE = text(
+    f"DELETE FROM {usable_change.fullname} u WHERE (u.business_id, u.client_id) IN ("
+    f" SELECT business_id, client_id FROM {usable_change.fullname}"
+    " ORDER BY changed_at LIMIT :limit FOR UPDATE SKIP LOCKED)"
+    " RETURNING u.business_id, u.client_id"
+)
+
+
+async def take_usable(conn: AsyncConnection, limit: int) -> list[tuple[str, str]]:
+    """Clients whose records appeared or became usable since the last look, oldest first; they
+    are forgotten when the caller's transaction commits."""
+    rows = await conn.execute(_TAKE_USABLE, {"limit": limit})
+    return sorted((r.business_id, r.client_id) for r in rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,11 +211,11 @@ class _Terms:
     balances: list[domain.Balance]
 
     @classmethod
-    def of(cls, sale: Sale, today: date) -> _Terms:
+    def of(cls, sale: Sale, created_on: date) -> _Terms:
         discount = sale.package.discount
         return cls(
             sale,
-            domain.expires_on(sale.package, today),
+            domain.expires_on(sale.package, created_on),
             sale.origin.__pydantic_serializer__.to_json(sale.origin),
             discount.__pydantic_serializer__.to_json(discount),
             sorted(
@@ -217,18 +274,8 @@ async def pay_invoice(
     paid = [r for r in records if not r.paid and r.status != "cancelled"]
     for r in paid:
         await repository.save(uow.conn, r, replace(r, paid=True))
-    await repository.note(
-        uow.conn,
-        [
-            {
-                "record_id": r.record_id,
-                "kind": "paid",
-                "actor": repository.actor_json(cause.actor),
-                "detail": {"invoice_id": invoice_id},
-            }
-            for r in paid
-        ],
-    )
+    await _noted(uow, paid, "paid", cause, {"invoice_id": invoice_id})
+    await mark_usable(uow.conn, [(r.business_id, r.client_id) for r in paid])
     await repository.publish_states(
         uow, topics.RECORD_PAID, business_id, [r.record_id for r in paid], cause
     )
@@ -237,72 +284,83 @@ async def pay_invoice(
 async def void_invoice(
     uow: UnitOfWork, business_id: str, invoice_id: str, cause: Envelope[Any]
 ) -> None:
-    """Rule 6: voiding cancels the records it created and lets go of those added to it."""
+    """Rule 6: voiding cancels the records the invoice created, and the records it was only
+    added to are unpaid again and no longer on it; each change is published."""
     records = await repository.load(uow.conn, business_id, _of_invoice(invoice_id))
-    cancelled = []
-    for r in records:
-        if r.status == "cancelled":
-            continue
-        created_here = await _created_by(uow, r.record_id, invoice_id)
-        if created_here:
-            await repository.save(uow.conn, r, replace(r, status="cancelled"))
-            cancelled.append(r.record_id)
-        else:
-            await repository.save(uow.conn, r, r, attached_invoice_id=None)
-            await repository.note(
-                uow.conn,
-                [
-                    {
-                        "record_id": r.record_id,
-                        "kind": "detached",
-                        "actor": repository.actor_json(cause.actor),
-                        "detail": {"invoice_id": invoice_id},
-                    }
-                ],
+    sold_here = set(
+        await uow.conn.scalars(
+            select(package_record.c.record_id).where(
+                package_record.c.business_id == business_id,
+                package_record.c.invoice_id == invoice_id,
             )
+        )
+    )
+    live = [r for r in records if r.status != "cancelled"]
+    created = [r for r in live if r.record_id in sold_here]
+    attached = [r for r in live if r.record_id not in sold_here]
+    for r in created:
+        await repository.save(uow.conn, r, replace(r, status="cancelled"))
+    for r in attached:
+        await repository.save(uow.conn, r, replace(r, paid=False), attached_invoice_id=None)
+    detail = {"invoice_id": invoice_id}
+    await _noted(uow, attached, "detached", cause, detail)
+    await _noted(uow, created, "cancelled", cause, detail | {"why": "invoice_voided"})
+    await repository.publish_states(
+        uow, topics.RECORD_UPDATED, business_id, [r.record_id for r in attached], cause
+    )
+    await repository.publish_states(
+        uow, topics.RECORD_CANCELLED, business_id, [r.record_id for r in created], cause
+    )
+
+
+async def _noted(
+    uow: UnitOfWork,
+    records: Sequence[domain.Record],
+    kind: str,
+    cause: Envelope[Any],
+    detail: dict[str, Any],
+) -> None:
+    """One history entry of `kind` for each of these records."""
     await repository.note(
         uow.conn,
         [
             {
-                "record_id": rid,
-                "kind": "cancelled",
+                "record_id": r.record_id,
+                "kind": kind,
                 "actor": repository.actor_json(cause.actor),
-                "detail": {"invoice_id": invoice_id, "why": "invoice_voided"},
+                "detail": detail,
             }
-            for rid in cancelled
+            for r in records
         ],
     )
-    await repository.publish_states(uow, topics.RECORD_CANCELLED, business_id, cancelled, cause)
 
 
-async def _created_by(uow: UnitOfWork, record_id: str, invoice_id: str) -> bool:
-    found = await uow.conn.scalar(
-        select(package_record.c.record_id).where(
-            package_record.c.record_id == record_id, package_record.c.invoice_id == invoice_id
-        )
+def record_known(business_id: Any, record_id: Any) -> ColumnElement[bool]:
+    """A condition, for another service's query, that the record these columns name exists."""
+    return (
+        exists()
+        .where(package_record.c.business_id == business_id, package_record.c.record_id == record_id)
+        .correlate_except(package_record)
     )
-    return found is not None
+
+
+async def find_record(
+    conn: AsyncConnection, business_id: str, record_id: str
+) -> domain.Record | None:
+    """The business's record, locked for this transaction; None where it is not (yet) there."""
+    found = await repository.load(conn, business_id, package_record.c.record_id == record_id)
+    return found[0] if found else None
 
 
 async def attach_to_invoice(
     uow: UnitOfWork,
-    business_id: str,
-    client_id: str,
-    record_id: str,
+    record: domain.Record,
     invoice_id: str,
     *,
     paid: bool,
     cause: Envelope[Any],
 ) -> str | None:
-    """Rule 6: an unpaid record of the client added to an invoice; returns a refusal reason."""
-    found = await repository.load(
-        uow.conn,
-        business_id,
-        and_(package_record.c.record_id == record_id, package_record.c.client_id == client_id),
-    )
-    if not found:
-        return "record_not_found"
-    record = found[0]
+    """Rule 6: an unpaid record (from `find_record`) added to an invoice; a refusal reason."""
     if record.status == "cancelled":
         return "record_cancelled"
     if record.paid:
@@ -310,38 +368,23 @@ async def attach_to_invoice(
     await repository.save(
         uow.conn, record, replace(record, paid=paid), attached_invoice_id=invoice_id
     )
-    await repository.note(
-        uow.conn,
-        [
-            {
-                "record_id": record_id,
-                "kind": "attached",
-                "actor": repository.actor_json(cause.actor),
-                "detail": {"invoice_id": invoice_id},
-            }
-        ],
-    )
+    detail = {"invoice_id": invoice_id}
+    await _noted(uow, [record], "attached", cause, detail)
     if paid:
-        await repository.note(
-            uow.conn,
-            [
-                {
-                    "record_id": record_id,
-                    "kind": "paid",
-                    "actor": repository.actor_json(cause.actor),
-                    "detail": {"invoice_id": invoice_id},
-                }
-            ],
+        await _noted(uow, [record], "paid", cause, detail)
+        await mark_usable(uow.conn, [(record.business_id, record.client_id)])
+        await repository.publish_states(
+            uow, topics.RECORD_PAID, record.business_id, [record.record_id], cause
         )
-        await repository.publish_states(uow, topics.RECORD_PAID, business_id, [record_id], cause)
     return None
 
 
 async def apply_new_terms(
     uow: UnitOfWork, business_id: str, package: PackageDefined, cause: Envelope[Any]
 ) -> list[str]:
-    """Rule 3: a package edit reaches every record of it that is not cancelled or expired."""
-    today = uow.now.date()
+    """Rule 3: a package edit (services, sessions, discount, validity) reaches every record of
+    it that is not cancelled or expired; it never brings one back."""
+    today = (await catalog.settings_of(uow.conn, [business_id]))[business_id].today(uow.now)
     records = await repository.load(
         uow.conn,
         business_id,
@@ -350,28 +393,19 @@ async def apply_new_terms(
             package_record.c.status.in_(domain.LIVE),
         ),
     )
-    changed: list[str] = []
+    changed: list[domain.Record] = []
     discount = package.discount.model_dump(mode="json")
     for r in records:
         if r.expired_on(today):
             continue  # expired in fact, whether or not the expiry sweep has run yet
         after = domain.with_terms(r, package)
         await repository.save(uow.conn, r, after, discount=discount)
-        changed.append(r.record_id)
-    await repository.note(
-        uow.conn,
-        [
-            {
-                "record_id": rid,
-                "kind": "terms_changed",
-                "actor": repository.actor_json(cause.actor),
-                "detail": {"package_version": package.version},
-            }
-            for rid in changed
-        ],
-    )
-    await repository.publish_states(uow, topics.RECORD_UPDATED, business_id, changed, cause)
-    return changed
+        changed.append(r)
+    await _noted(uow, changed, "terms_changed", cause, {"package_version": package.version})
+    await mark_usable(uow.conn, [(r.business_id, r.client_id) for r in changed])
+    ids = [r.record_id for r in changed]
+    await repository.publish_states(uow, topics.RECORD_UPDATED, business_id, ids, cause)
+    return ids
 
 
 __all__ = [
@@ -383,12 +417,18 @@ __all__ = [
     "SessionMove",
     "apply_new_terms",
     "attach_to_invoice",
+    "client_lock_key",
     "client_records",
     "create_many",
     "create_records",
+    "find_record",
+    "lock_clients",
     "lock_records",
+    "mark_usable",
     "move_sessions",
     "pay_invoice",
+    "record_known",
     "record_with_history",
+    "take_usable",
     "void_invoice",
 ]

@@ -30,6 +30,9 @@ def _record(row: Any, balances: Iterable[Balance]) -> Record:
         expires_on=row.expires_on,
         created_on=row.created_on,
         balances=tuple(balances),
+        expiry_by_hand=row.expiry_by_hand,
+        frozen_from=row.frozen_from,
+        frozen_until=row.frozen_until,
     )
 
 
@@ -66,6 +69,9 @@ async def save(conn: AsyncConnection, before: Record, after: Record, **extra: An
             status=after.status,
             paid=after.paid,
             expires_on=after.expires_on,
+            expiry_by_hand=after.expiry_by_hand,
+            frozen_from=after.frozen_from,
+            frozen_until=after.frozen_until,
             updated_at=func.now(),
             **extra,
         )
@@ -139,6 +145,7 @@ def actor_json(actor: Actor | None) -> dict[str, str] | None:
 # contract JSON and go out as they are.
 _STATES = text(
     "SELECT p.record_id, p.client_id, p.package_id, p.paid, p.status, p.expires_on,"
+    " p.frozen_until,"
     " CAST(p.origin AS text) AS origin, CAST(p.discount AS text) AS discount,"
     ' array_agg(s.service_id ORDER BY s.service_id COLLATE "C") AS service_ids,'
     ' array_agg(s.sessions_total ORDER BY s.service_id COLLATE "C") AS totals,'
@@ -164,6 +171,7 @@ class StateRow(NamedTuple):
     expires_on: date | None
     origin: str | bytes  # contract JSON
     discount: str | bytes  # contract JSON
+    frozen_until: date | None = None
 
 
 def balances_of(row: Any) -> list[Balance]:
@@ -172,8 +180,14 @@ def balances_of(row: Any) -> list[Balance]:
     return [Balance(*b) for b in balances if b[0] is not None]
 
 
-def state_json(row: StateRow | Any, status: RecordStatus, balances: Sequence[Balance]) -> bytes:
-    """`RecordState`'s JSON from a `state_rows` row or a `StateRow`, fields in contract order.
+def state_json(
+    row: StateRow | Any,
+    status: RecordStatus,
+    balances: Sequence[Balance],
+    notice: dict[str, Any] | None = None,
+) -> bytes:
+    """`RecordState`'s JSON from a `state_rows` row or a `StateRow`, fields in contract order,
+    then a notice's own fields, if any.
 
     Every part of it was validated when it was written, and it is published for nearly every
     booking: building and validating the model again would double the cost of a redemption.
@@ -197,7 +211,9 @@ def state_json(row: StateRow | Any, status: RecordStatus, balances: Sequence[Bal
                 }
                 for b in balances
             ],
+            "frozen_until": row.frozen_until,
         }
+        | (notice or {})
     )
 
 

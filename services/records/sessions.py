@@ -26,8 +26,8 @@ from services.records import repository
 from services.records.domain import Balance, Record, status_for
 from services.records.tables import package_record, record_service
 
-SessionKind = Literal["redeemed", "restored", "released"]
-_DELTA: dict[SessionKind, int] = {"redeemed": 1, "restored": -1, "released": 0}
+SessionKind = Literal["redeemed", "restored", "released", "forfeited"]
+_DELTA: dict[SessionKind, int] = {"redeemed": 1, "restored": -1, "released": 0, "forfeited": 0}
 _DISCOUNT: TypeAdapter[Discount] = TypeAdapter(Discount)
 _RECORDS = package_record.fullname
 _SERVICES = record_service.fullname
@@ -37,11 +37,10 @@ _RECORD_COLUMNS: Columns = (("business_id", "text"), ("record_id", "text"))
 _MOVE_COLUMNS: Columns = (*_RECORD_COLUMNS, ("service_id", "text"), ("delta", "int"))
 _STATUS_COLUMNS: Columns = (("record_id", "text"), ("status", "text"))
 
-# Rows are locked in record id order, so two batches over the same records cannot deadlock.
-_LOCK_RECORDS = text(
+_SELECT_RECORDS = (
     "SELECT p.record_id, p.business_id, p.client_id, p.package_id, p.status, p.paid,"
-    " p.expires_on, p.created_on, p.seq, CAST(p.discount AS text) AS discount,"
-    " CAST(p.origin AS text) AS origin"
+    " p.expires_on, p.created_on, p.expiry_by_hand, p.frozen_from, p.frozen_until, p.seq,"
+    " CAST(p.discount AS text) AS discount, CAST(p.origin AS text) AS origin"
     f" FROM {_RECORDS} p WHERE p.record_id IN ("
     f" SELECT q.record_id FROM {_RECORDS} q"
     f"  JOIN ({unpack(_CLIENT_COLUMNS, 'clients')}) AS c"
@@ -50,8 +49,11 @@ _LOCK_RECORDS = text(
     f" SELECT q.record_id FROM {_RECORDS} q"
     f"  JOIN ({unpack(_RECORD_COLUMNS, 'named')}) AS n"
     "   ON q.business_id = n.business_id AND q.record_id = n.record_id)"
-    " ORDER BY p.record_id FOR UPDATE OF p"
+    " ORDER BY p.record_id"
 )
+# Rows are locked in record id order, so two batches over the same records cannot deadlock.
+_LOCK_RECORDS = text(_SELECT_RECORDS + " FOR UPDATE OF p")
+_READ_RECORDS = text(_SELECT_RECORDS)
 
 _BALANCES = text(
     f"SELECT record_id, service_id, sessions_total, sessions_used FROM {_SERVICES}"
@@ -86,14 +88,15 @@ class Redeemable:
 
 @dataclass(frozen=True, slots=True)
 class SessionMove:
-    """A booking took a session, gave it back, or let a dead record keep it (released)."""
+    """A booking took a session, gave it back, let a dead record keep it (released), or kept it
+    by the business's policy (forfeited)."""
 
     business_id: str
     record_id: str
     service_id: str
     booking_id: str
     kind: SessionKind
-    cause: Envelope[Any]
+    cause: Envelope[Any] | None  # None for a booking matched again when a record appeared
     reason: str | None = None
 
 
@@ -101,15 +104,18 @@ async def lock_records(
     conn: AsyncConnection,
     clients: Iterable[tuple[str, str]],
     named: Iterable[tuple[str, str]] = (),
+    *,
+    lock: bool = True,
 ) -> list[Redeemable]:
-    """Lock and load, with balances, the records of these clients and these named records."""
+    """Lock (unless `lock` is false, for a read) and load, with balances, the records of these
+    clients and these named records."""
     client_keys = sorted(set(clients))
     record_keys = sorted(set(named))
     if not client_keys and not record_keys:
         return []
     rows = (
         await conn.execute(
-            _LOCK_RECORDS,
+            _LOCK_RECORDS if lock else _READ_RECORDS,
             {"clients": pack(client_keys), "named": pack(record_keys)},
         )
     ).all()
@@ -132,6 +138,9 @@ def _redeemable(row: Any, balances: list[Balance]) -> Redeemable:
         expires_on=row.expires_on,
         created_on=row.created_on,
         balances=tuple(balances),
+        expiry_by_hand=row.expiry_by_hand,
+        frozen_from=row.frozen_from,
+        frozen_until=row.frozen_until,
     )
     return Redeemable(record, _discount(row.discount), row.seq, row.discount, row.origin)
 
@@ -176,44 +185,75 @@ def move_sessions(
     for rid in sorted(moved):
         if rid not in by_id:
             raise LookupError(f"record {rid} moved without being locked first")
-        client_id, status, state = _settled(by_id[rid], moved[rid])
-        if status != by_id[rid].record.status:
-            statuses[rid] = status
+        settled = _Settled.of(by_id[rid], moved[rid])
+        if settled.status != by_id[rid].record.status:
+            statuses[rid] = settled.status
         move = last[rid]
-        uow.publish_json(
-            topics.RECORD_UPDATED, client_id, state, business_id=move.business_id, cause=move.cause
+        publish = functools.partial(
+            uow.publish_json, business_id=move.business_id, cause=move.cause
         )
+        publish(topics.RECORD_UPDATED, settled.client_id, settled.state())
+        for service_id in settled.last_one_left(moved[rid]):
+            notice = settled.state({"service_id": service_id})
+            publish(topics.RECORD_LOW_BALANCE, settled.client_id, notice)
     writes.add(_SET_STATUS, list(statuses.items()))
     return sorted(moved)
 
 
-def _settled(locked: Redeemable, deltas: dict[str, int]) -> tuple[str, RecordStatus, bytes]:
-    """A locked record after its moves: its client, its status (active or exhausted from the
-    new balances) and its state's JSON."""
-    record = locked.record
-    # `lock_records` loaded the balances in the order a published state lists them.
-    balances = [
-        Balance(b.service_id, b.total, b.used + deltas.get(b.service_id, 0))
-        for b in record.balances
-    ]
-    status = status_for(record.status, balances)
-    row = repository.StateRow(
-        record.record_id,
-        record.client_id,
-        record.package_id,
-        record.paid,
-        record.expires_on,
-        locked.origin_json,
-        locked.discount_json,
-    )
-    return record.client_id, status, repository.state_json(row, status, balances)
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """A locked record after its moves: its status (active or exhausted from the new
+    balances) and what its published state is made of."""
+
+    row: repository.StateRow
+    status: RecordStatus
+    balances: list[Balance]
+
+    @property
+    def client_id(self) -> str:
+        return self.row.client_id
+
+    @classmethod
+    def of(cls, locked: Redeemable, deltas: dict[str, int]) -> _Settled:
+        record = locked.record
+        # `lock_records` loaded the balances in the order a published state lists them.
+        balances = [
+            Balance(b.service_id, b.total, b.used + deltas.get(b.service_id, 0))
+            for b in record.balances
+        ]
+        row = repository.StateRow(
+            record.record_id,
+            record.client_id,
+            record.package_id,
+            record.paid,
+            record.expires_on,
+            locked.origin_json,
+            locked.discount_json,
+            record.frozen_until,
+        )
+        return cls(row, status_for(record.status, balances), balances)
+
+    def state(self, notice: dict[str, Any] | None = None) -> bytes:
+        """The record's state's JSON, with a notice's fields if any."""
+        return repository.state_json(self.row, self.status, self.balances, notice)
+
+    def last_one_left(self, deltas: dict[str, int]) -> list[str]:
+        """The services a redemption left with exactly one session."""
+        return [
+            b.service_id
+            for b in self.balances
+            if deltas.get(b.service_id, 0) > 0 and b.remaining == 1
+        ]
 
 
 def _history(m: SessionMove) -> repository.HistoryRow:
     """The history row of a redemption, restoration or release, with its booking."""
-    return (m.record_id, m.kind, repository.actor_json(m.cause.actor), m.booking_id, _detail(m))
+    actor = repository.actor_json(m.cause.actor) if m.cause else None
+    return (m.record_id, m.kind, actor, m.booking_id, _detail(m))
 
 
 def _detail(m: SessionMove) -> dict[str, str]:
-    detail = {"service_id": m.service_id, "event_id": str(m.cause.event_id)}
+    detail = {"service_id": m.service_id}
+    if m.cause:
+        detail["event_id"] = str(m.cause.event_id)
     return detail | ({"reason": m.reason} if m.reason else {})

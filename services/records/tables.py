@@ -43,13 +43,29 @@ package_record = Table(
     Column("paid", Boolean, nullable=False),
     Column("status", String(16), nullable=False),
     Column("expires_on", Date),
+    Column(
+        "expiry_by_hand",
+        Boolean,
+        nullable=False,
+        server_default="false",
+        comment="The business set the expiry: a new package validity leaves it",
+    ),
     Column("discount", JSONB, nullable=False),
     Column("created_on", Date, nullable=False),
+    Column(
+        "expiry_noticed_on",
+        Date,
+        comment="The expiry an expiring-soon notice was sent for: once per record and expiry",
+    ),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("business_id", "invoice_id", "line_id", "unit"),
     UniqueConstraint("business_id", "assignment_id"),
-    CheckConstraint("status IN ('active', 'exhausted', 'expired', 'cancelled')", name="status"),
+    Column("frozen_from", Date, comment="The first frozen day, while frozen"),
+    Column("frozen_until", Date, comment="The last frozen day, while frozen"),
+    CheckConstraint(
+        "status IN ('active', 'exhausted', 'frozen', 'expired', 'cancelled')", name="status"
+    ),
 )
 Index("ix_package_record_client", package_record.c.business_id, package_record.c.client_id)
 Index("ix_package_record_package", package_record.c.business_id, package_record.c.package_id)
@@ -84,3 +100,34 @@ record_event = Table(
     Column("detail", JSONB),
 )
 Index("ix_record_event_record", record_event.c.record_id, record_event.c.id)
+
+usable_change = Table(
+    "usable_change",
+    metadata,
+    Column("business_id", String(64), primary_key=True),
+    Column("client_id", String(64), primary_key=True),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment="Clients a record of which appeared or became usable, until redemption looks again",
+)
+
+waiting_event = Table(
+    "waiting_event",
+    metadata,
+    Column("seq", BigInteger, Identity(), primary_key=True, comment="Arrival order"),
+    Column("business_id", String(64), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("topic", String(64), nullable=False),
+    Column("envelope", JSONB, nullable=False),
+    Column("package_id", String(64), comment="An assignment waits for its package"),
+    Column("record_id", String(64), comment="An edit waits for its record"),
+    Column("wait_until", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("business_id", "event_id"),
+    CheckConstraint("(package_id IS NULL) <> (record_id IS NULL)", name="one_dependency"),
+    comment="Assignments and edits that arrived before the package or record they name",
+)
+Index(
+    "ix_waiting_event_record",
+    waiting_event.c.business_id,
+    waiting_event.c.record_id,
+    postgresql_where=waiting_event.c.record_id.isnot(None),
+)

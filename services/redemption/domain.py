@@ -6,11 +6,11 @@ Plain values in, decisions out: the handler loads the batch's bookings and recor
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Protocol
+from typing import Literal, Protocol
 
 from contracts.base import Money
 from contracts.inbound import (
@@ -23,19 +23,22 @@ from contracts.inbound import (
 from contracts.outbound import (
     NotAppliedReason,
     PackageApplied,
+    PackageForfeited,
     PackageNotApplied,
     PackageRemoved,
+    PackageRepriced,
     RemovalReason,
 )
 
 ENDING: tuple[BookingStatus, ...] = ("no_show", "cancelled")
-LIVE = ("active", "exhausted")
 MAX_PLACES = 6
 
+ForfeitReason = Literal["no_show", "late_cancel"]
 BookingEvent = BookingSnapshot | BookingStatusChanged
-Inputs = tuple[str, str, bool, str | None]
-"""What matching depends on: client, service, use_package and the chosen record."""
-Outbound = PackageApplied | PackageRemoved | PackageNotApplied
+Inputs = tuple[str, str, bool, str | None, str | None]
+"""What matching depends on: client, service, use_package, the chosen record and the
+appointment's day (ISO)."""
+Outbound = PackageApplied | PackageRemoved | PackageNotApplied | PackageRepriced | PackageForfeited
 
 
 class BalanceView(Protocol):
@@ -59,6 +62,8 @@ class RecordView(Protocol):
     @property
     def client_id(self) -> str: ...
     @property
+    def package_id(self) -> str: ...
+    @property
     def status(self) -> str: ...
     @property
     def expires_on(self) -> date | None: ...
@@ -67,8 +72,14 @@ class RecordView(Protocol):
     @property
     def balances(self) -> Sequence[BalanceView]: ...
 
+    def serves_on(self, day: date) -> bool:
+        """Whether the record serves an appointment on that day."""
+
     def expired_on(self, today: date) -> bool:
         """Whether the record is past its last valid day."""
+
+    def live_on(self, today: date) -> bool:
+        """Whether a session may still come back to the record today."""
 
 
 class RedeemableView(Protocol):
@@ -110,13 +121,32 @@ class Booking:
     released: bool = False
     matched_on: Inputs | None = None
     held: Held | None = None
+    starts_at: datetime | None = None
 
     @property
     def inputs(self) -> Inputs | None:
         """The matching inputs of the last snapshot; None before any snapshot."""
         if self.service_id is None:
             return None
-        return (self.client_id, self.service_id, self.use_package, self.chosen_record_id)
+        day = None if self.starts_at is None else self.starts_at.isoformat()
+        return (self.client_id, self.service_id, self.use_package, self.chosen_record_id, day)
+
+    @property
+    def awaits_package(self) -> bool:
+        """Asked for a package, holds none and can still get one: matched again when a record
+        that would serve it appears or becomes usable."""
+        return (
+            self.held is None
+            and self.use_package
+            and self.service_id is not None
+            and not self.released
+            and self.status not in ENDING
+        )
+
+    def day(self, zone: tzinfo) -> date:
+        """The appointment's day in the business's time zone."""
+        assert self.starts_at is not None
+        return self.starts_at.astimezone(zone).date()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +165,43 @@ class Removed:
     restored: bool
 
 
-Action = Redeemed | Removed
+@dataclass(frozen=True, slots=True)
+class Repriced:
+    """The booking's price changed: the same record prices it again; no session moves."""
+
+    held: Held
+    before: Held
+
+
+@dataclass(frozen=True, slots=True)
+class Forfeited:
+    """A no-show or late cancellation kept its session by the business's policy: the booking
+    keeps its redemption."""
+
+    held: Held
+    reason: Literal["no_show", "late_cancel"]
+
+
+Action = Redeemed | Removed | Repriced | Forfeited
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The business's policy for sessions of bookings that did not happen (CONTRACT.md,
+    "Additions"): a no-show gives the session back unless `no_show` is forfeit; a cancellation
+    unless it came less than `late_cancel_hours` before the appointment."""
+
+    no_show: str = "restore"
+    late_cancel_hours: int | None = None
+
+    def keeps(self, status: str, starts_at: datetime, at: datetime) -> ForfeitReason | None:
+        """Why a session is kept for a booking that ended `status` at `at`, if it is."""
+        if status == "no_show" and self.no_show == "forfeit":
+            return "no_show"
+        hours = self.late_cancel_hours
+        if status == "cancelled" and hours is not None and starts_at - at < timedelta(hours=hours):
+            return "late_cancel"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,22 +286,72 @@ def pick_order(r: RedeemableView) -> tuple[bool, date, date, int]:
 
 
 def decide(
-    state: Booking | None, business_id: str, event: BookingEvent, ledger: Ledger, today: date
+    state: Booking | None,
+    business_id: str,
+    event: BookingEvent,
+    ledger: Ledger,
+    today: date,
+    *,
+    zone: tzinfo = UTC,
+    policy: Policy = Policy(),
+    at: datetime | None = None,
 ) -> Outcome:
     """Apply one booking event: stale, refused, or the booking's new state and what it did.
 
+    `today` is the day in the business's time `zone`, in which appointments' days are taken;
+    `at` is when the event happened, which the business's `policy` judges a cancellation by.
     On `Applied` the ledger holds the event's session changes; otherwise it is unchanged.
     """
     absorbed = absorb(state, business_id, event)
     if isinstance(absorbed, Stale):
         return absorbed
-    work = _Work(ledger, today)
+    work = _Work(ledger, today, zone, policy, at)
     try:
         booking = work.reconcile(absorbed, edited=isinstance(event, BookingSnapshot))
     except _Refusal as refusal:
         work.undo()
         return Refused(refusal.reason, refusal.detail)
     return Applied(booking, tuple(work.actions), tuple(work.events))
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """A record that would serve a booking, as the booking form shows it."""
+
+    record: RedeemableView
+    sessions_remaining: int | None
+    price_after: Money
+
+
+def options(booking: Booking, ledger: Ledger, today: date, *, zone: tzinfo = UTC) -> list[Option]:
+    """The records that would serve such a booking, in the order a redemption picks them."""
+    work = _Work(ledger, today, zone, Policy(), None)
+    assert booking.service_id is not None
+    assert booking.price is not None
+    found = []
+    for r in work.candidates(booking):
+        after = price_after(booking.price, r.discount)
+        assert not isinstance(after, Refused)  # candidates' discounts apply
+        left = ledger.remaining(r.record.record_id, booking.service_id)
+        found.append(Option(r, left, after))
+    return found
+
+
+def rematch(booking: Booking, ledger: Ledger, today: date, *, zone: tzinfo = UTC) -> Applied | None:
+    """A booking waiting for a package, matched again now that a record of its client appeared
+    or became usable; None where it still gets none (nothing new is published then), or its
+    appointment's day has passed."""
+    if not booking.awaits_package or booking.day(zone) < today:
+        return None
+    work = _Work(ledger, today, zone, Policy(), None)
+    try:
+        held = work.match(booking, quiet=True)
+    except _Refusal:
+        work.undo()
+        return None
+    if held is None:
+        return None
+    return Applied(replace(booking, held=held), tuple(work.actions), tuple(work.events))
 
 
 def absorb(state: Booking | None, business_id: str, event: BookingEvent) -> Booking | Stale:
@@ -253,6 +369,7 @@ def absorb(state: Booking | None, business_id: str, event: BookingEvent) -> Book
             price=event.price,
             use_package=event.use_package,
             chosen_record_id=event.package_record_id,
+            starts_at=event.starts_at,
             snapshot_version=event.version,
             status=event.status if newest else current.status,
         )
@@ -283,6 +400,15 @@ def price_after(price: Money, discount: Discount) -> Money | Refused:
     )
 
 
+def _applies_in(discount: Discount, currency: str) -> bool:
+    """Whether the discount can apply to a price in `currency` (a percent always can)."""
+    return not isinstance(discount, AmountDiscount) or discount.value.currency == currency
+
+
+def _money(money: Money) -> tuple[Decimal, str]:
+    return money.amount, money.currency
+
+
 def _exponent(amount: Decimal) -> int:
     exponent = amount.as_tuple().exponent
     return exponent if isinstance(exponent, int) else 0
@@ -298,9 +424,14 @@ class _Refusal(Exception):  # noqa: N818 - a control-flow signal inside this mod
 class _Work:
     """One event's reconciliation: the steps of rules 9-12, recording actions and events."""
 
-    def __init__(self, ledger: Ledger, today: date) -> None:
+    def __init__(
+        self, ledger: Ledger, today: date, zone: tzinfo, policy: Policy, at: datetime | None
+    ) -> None:
         self.ledger = ledger
         self.today = today
+        self.zone = zone
+        self.policy = policy
+        self.at = at
         self.actions: list[Action] = []
         self.events: list[Outbound] = []
 
@@ -310,7 +441,7 @@ class _Work:
         if inputs is None:
             return b  # a status change ahead of its booking: kept until the snapshot comes
         if b.status in ENDING:
-            return self._release(b)
+            return b if b.released else self._release(b)
         if b.released or not edited:
             # Out of cancelled again never silently redeems a second time; any other status
             # change is only noted.
@@ -318,7 +449,7 @@ class _Work:
         if b.held is not None:
             b = self._review(b, b.held)
         if b.held is None and b.use_package and inputs != b.matched_on:
-            return replace(b, held=self._match(b), matched_on=inputs)
+            return replace(b, held=self.match(b), matched_on=inputs)
         return b if b.matched_on == inputs else replace(b, matched_on=inputs)
 
     def undo(self) -> None:
@@ -327,36 +458,53 @@ class _Work:
             held = action.held
             if isinstance(action, Redeemed):
                 self.ledger.give_back(held.record_id, held.service_id)
-            elif action.restored:
+            elif isinstance(action, Removed) and action.restored:
                 self.ledger.take(held.record_id, held.service_id)
 
     def _release(self, b: Booking) -> Booking:
-        """Rule 11: no-show or cancelled gives the session back, once, and ends matching."""
-        if b.held is not None:
+        """Rule 11: no-show or cancelled gives the session back, once, and ends matching;
+        unless the business's policy keeps it, when the booking keeps its redemption."""
+        kept = None
+        if b.held is not None and b.starts_at is not None and self.at is not None:
+            kept = self.policy.keeps(b.status, b.starts_at, self.at)
+        if b.held is not None and kept is not None:
+            held = b.held
+            self.actions.append(Forfeited(held, kept))
+            self.events.append(
+                PackageForfeited.model_construct(
+                    booking_id=b.booking_id,
+                    client_id=b.client_id,
+                    package_record_id=held.record_id,
+                    reason=kept,
+                    sessions_remaining=self.ledger.remaining(held.record_id, held.service_id),
+                )
+            )
+        elif b.held is not None:
             reason: RemovalReason = (
                 "booking_no_show" if b.status == "no_show" else "booking_cancelled"
             )
             # No session comes back to a record that has expired or been cancelled since.
-            b = self._remove(b, b.held, reason, restored=self._alive(b.held.record_id))
+            restored = self._held_record(b.held).live_on(self.today)
+            b = self._remove(b, b.held, reason, restored=restored)
         return replace(b, released=True)
 
-    def _alive(self, record_id: str) -> bool:
-        found = self.ledger.get(record_id)
-        if found is None:
-            raise LookupError(f"record {record_id} of a held redemption was not loaded")
-        record = found.record
-        return record.status in LIVE and not record.expired_on(self.today)
-
-    def _review(self, b: Booking, held: Held) -> Booking:
-        """Rule 12: a dead record loses the hold; a deselection or new service gives it back."""
+    def _held_record(self, held: Held) -> RecordView:
         found = self.ledger.get(held.record_id)
         if found is None:
             raise LookupError(f"record {held.record_id} of a held redemption was not loaded")
-        record = found.record
+        return found.record
+
+    def _review(self, b: Booking, held: Held) -> Booking:
+        """Rule 12: the hold stays while its record serves the (possibly moved) appointment
+        day; otherwise it goes, the session coming back only to a record still live today. A
+        deselection or a new service gives the session back; a new price reprices it."""
+        record = self._held_record(held)
         if record.status == "cancelled":
             return self._remove(b, held, "record_cancelled", restored=False)
-        if record.status == "expired" or record.expired_on(self.today):
-            return self._remove(b, held, "record_expired", restored=False)
+        # A freeze keeps the holds it found: only a day past the expiry loses one.
+        if record.expired_on(b.day(self.zone)):
+            restored = record.live_on(self.today)
+            return self._remove(b, held, "record_expired", restored=restored)
         chosen_other = b.chosen_record_id not in (None, held.record_id)
         if not b.use_package or chosen_other or record.client_id != b.client_id:
             return self._remove(b, held, "package_deselected", restored=True)
@@ -364,7 +512,30 @@ class _Work:
             # The session comes back and the booking is matched again as if new, so the
             # balance is charged to the service actually booked.
             return self._remove(b, held, "service_changed", restored=True)
+        if b.price is not None and _money(b.price) != _money(held.price_before):
+            return self._reprice(b, held)
         return b
+
+    def _reprice(self, b: Booking, held: Held) -> Booking:
+        found = self.ledger.get(held.record_id)
+        assert found is not None
+        assert b.price is not None
+        after = price_after(b.price, found.discount)
+        if isinstance(after, Refused):
+            raise _Refusal(after)
+        repriced = replace(held, price_before=b.price, price_after=after)
+        self.actions.append(Repriced(repriced, held))
+        self.events.append(
+            PackageRepriced.model_construct(
+                booking_id=b.booking_id,
+                client_id=b.client_id,
+                package_record_id=held.record_id,
+                service_id=held.service_id,
+                price_before=b.price,
+                price_after=after,
+            )
+        )
+        return replace(b, held=repriced)
 
     def _remove(self, b: Booking, held: Held, reason: RemovalReason, *, restored: bool) -> Booking:
         if restored:
@@ -382,11 +553,13 @@ class _Work:
         )
         return replace(b, held=None)
 
-    def _match(self, b: Booking) -> Held | None:
+    def match(self, b: Booking, *, quiet: bool = False) -> Held | None:
         """Rule 9: the chosen record, else the eligible one expiring first, then the oldest;
-        the hold it redeems, if any."""
+        the hold it redeems, if any (`quiet`: nothing is published when there is none)."""
         found = self._chosen(b) if b.chosen_record_id else self._first_eligible(b)
         if isinstance(found, str):
+            if quiet:
+                return None
             self.events.append(
                 PackageNotApplied.model_construct(
                     booking_id=b.booking_id,
@@ -410,14 +583,22 @@ class _Work:
         return found if self._eligible(found, b) else "record_not_eligible"
 
     def _first_eligible(self, b: Booking) -> RedeemableView | NotAppliedReason:
-        candidates = self.ledger.of_client(b.business_id, b.client_id)
-        return next((r for r in candidates if self._eligible(r, b)), "no_eligible_record")
+        return next(self.candidates(b), "no_eligible_record")
+
+    def candidates(self, b: Booking) -> Iterator[RedeemableView]:
+        """Rule 9's auto-pick order of the records that would serve the booking; it passes
+        over a record whose discount cannot apply (another currency)."""
+        assert b.price is not None
+        currency = b.price.currency
+        for r in self.ledger.of_client(b.business_id, b.client_id):
+            if _applies_in(r.discount, currency) and self._eligible(r, b):
+                yield r
 
     def _eligible(self, r: RedeemableView, b: Booking) -> bool:
-        """Live, not past its last day, covers the service and has a session of it left."""
+        """Serves the appointment's day, covers the service and has a session of it left."""
         record = r.record
         assert b.service_id is not None
-        if record.status not in LIVE or record.expired_on(self.today):
+        if not record.serves_on(b.day(self.zone)):
             return False
         if not self.ledger.covers(record.record_id, b.service_id):
             return False

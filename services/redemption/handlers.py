@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, tzinfo
 from typing import Any
 
 import orjson
@@ -17,8 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import topics
 from contracts.base import Envelope, Money
-from contracts.outbound import PackageApplied, PackageNotApplied, PackageRemoved
-from services.kernel.kernel import BatchLocks
+from contracts.outbound import (
+    PackageApplied,
+    PackageForfeited,
+    PackageNotApplied,
+    PackageRemoved,
+    PackageRepriced,
+)
+from services.catalog import api as catalog
+from services.kernel.kernel import BatchLocks, hold_locks
 from services.kernel.rows import Columns, insert_rows, pack, unpack
 from services.kernel.unit_of_work import UnitOfWork
 from services.kernel.writes import Writes
@@ -32,6 +40,8 @@ _TOPIC: dict[type[domain.Outbound], str] = {
     PackageApplied: topics.PACKAGE_APPLIED,
     PackageRemoved: topics.PACKAGE_REMOVED,
     PackageNotApplied: topics.PACKAGE_NOT_APPLIED,
+    PackageRepriced: topics.PACKAGE_REPRICED,
+    PackageForfeited: topics.PACKAGE_FORFEITED,
 }
 
 _KEY_COLUMNS: Columns = (("business_id", "text"), ("booking_id", "text"))
@@ -55,15 +65,22 @@ _MARK_REMOVED = text(
 )
 
 
-def _booking_keys(events: Sequence[Envelope[Any]]) -> list[str]:
-    return [f"{e.business_id}/{e.data.booking_id}" for e in events]
+def _booking_key(business_id: str, booking_id: str) -> str:
+    return f"{business_id}/{booking_id}"
 
 
-# What a batch holds alone: its bookings. Two consumers handling the same booking at once take
-# turns (the kernel locks these for the batch): the booking row may not exist yet, so a row
-# lock cannot do it. The space is the one these locks have always had, so that a consumer of
-# the release before, still running during a rolling deploy, takes turns with this one.
-BOOKING_LOCKS = BatchLocks(7304, _booking_keys)
+def _batch_keys(events: Sequence[Envelope[Any]]) -> list[str]:
+    bookings = [_booking_key(e.business_id, e.data.booking_id) for e in events]
+    return bookings + [records.client_lock_key(e.business_id, e.data.client_id) for e in events]
+
+
+# What a batch holds alone: its bookings, and its clients' sets of records. Two consumers
+# handling the same booking at once take turns (the kernel locks these for the batch): the
+# booking row may not exist yet, so a row lock cannot do it. A record sold to a client at the
+# same moment waits, or is seen (records' `lock_clients`). The space is the one these locks
+# have always had, so that a consumer of the release before, still running during a rolling
+# deploy, takes turns with this one.
+BOOKING_LOCKS = BatchLocks(records.CLIENT_LOCK_SPACE, _batch_keys)
 
 
 async def handle_batch(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None:
@@ -77,11 +94,21 @@ async def handle_batch(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None
         uow.conn, _clients(events, bookings.values()), _held_records(bookings.values())
     )
     ledger = domain.Ledger(locked)
-    today = uow.now.date()
+    days = await _Days.of_businesses(uow, (e.business_id for e in events))
     changes = _Changes()
     for event in events:
         key = (event.business_id, event.data.booking_id)
-        outcome = domain.decide(bookings.get(key), event.business_id, event.data, ledger, today)
+        business = event.business_id
+        outcome = domain.decide(
+            bookings.get(key),
+            business,
+            event.data,
+            ledger,
+            days.today(business),
+            zone=days.zone(business),
+            policy=days.policy(business),
+            at=event.occurred_at,
+        )
         if isinstance(outcome, domain.Stale):
             uow.ignore(event, "stale_version", outcome.detail)
         elif isinstance(outcome, domain.Refused):
@@ -90,6 +117,66 @@ async def handle_batch(uow: UnitOfWork, events: Sequence[Envelope[Any]]) -> None
             bookings[key] = outcome.booking
             changes.add(uow, event, outcome)
     await changes.write(uow, bookings, locked)
+
+
+class _Days:
+    """Each business's time zone, today in it and its policy, looked up once a transaction."""
+
+    def __init__(self, uow: UnitOfWork, settings: Mapping[str, catalog.BusinessSettings]) -> None:
+        self._now = uow.now
+        self._settings = settings
+
+    @classmethod
+    async def of_businesses(cls, uow: UnitOfWork, business_ids: Iterable[str]) -> _Days:
+        return cls(uow, await catalog.settings_of(uow.conn, business_ids))
+
+    def zone(self, business_id: str) -> tzinfo:
+        return self._settings[business_id].time_zone
+
+    def today(self, business_id: str) -> date:
+        return self._settings[business_id].today(self._now)
+
+    def policy(self, business_id: str) -> domain.Policy:
+        found = self._settings[business_id]
+        return domain.Policy(found.no_show, found.late_cancel_hours)
+
+
+_CLIENT_COLUMNS: Columns = (("business_id", "text"), ("client_id", "text"))
+_AWAITING = text(
+    f"SELECT b.business_id, b.booking_id FROM {booking.fullname} b"
+    f" JOIN ({unpack(_CLIENT_COLUMNS, 'clients')}) AS c"
+    "  ON b.business_id = c.business_id AND b.client_id = c.client_id"
+    " WHERE b.awaits_package ORDER BY b.business_id, b.booking_id"
+)
+
+
+async def rematch_waiting(uow: UnitOfWork, limit: int = 500) -> int:
+    """Bookings waiting for a package are matched again once a record of their client appeared
+    or became usable (created, paid, edited, new terms): the client who buys online and books
+    at once is served whichever event is handled first. Returns how many clients were seen."""
+    clients = await records.take_usable(uow.conn, limit)
+    if not clients:
+        return 0
+    rows = await uow.conn.execute(_AWAITING, {"clients": pack(clients)})
+    keys = [(r.business_id, r.booking_id) for r in rows]
+    if not keys:
+        return len(clients)
+    await hold_locks(uow.conn, BOOKING_LOCKS.space, (_booking_key(*k) for k in keys))
+    bookings = await _load_bookings(uow.conn, keys)  # as they are now that they are locked
+    locked = await records.lock_records(uow.conn, _clients([], bookings.values()))
+    ledger = domain.Ledger(locked)
+    days = await _Days.of_businesses(uow, (b for b, _ in keys))
+    changes = _Changes()
+    for key in keys:
+        business = key[0]
+        outcome = domain.rematch(
+            bookings[key], ledger, days.today(business), zone=days.zone(business)
+        )
+        if outcome is not None:
+            bookings[key] = outcome.booking
+            changes.add(uow, None, outcome)
+    await changes.write(uow, bookings, locked)
+    return len(clients)
 
 
 def _clients(
@@ -140,18 +227,21 @@ def _booking(row: Any) -> domain.Booking:
         released=row.released,
         matched_on=_inputs(row.matched_on),
         held=held,
+        starts_at=row.starts_at,
     )
 
 
 def _inputs(stored: str | None) -> domain.Inputs | None:
     if stored is None:
         return None
-    client_id, service_id, use_package, chosen = orjson.loads(stored)
+    client_id, service_id, use_package, chosen, *rest = orjson.loads(stored)
+    day = rest[0] if rest else None  # kept since the appointment's day counts
     return (
         str(client_id),
         str(service_id),
         bool(use_package),
         None if chosen is None else str(chosen),
+        None if day is None else str(day),
     )
 
 
@@ -171,17 +261,24 @@ class _Changes:
     made: list[_Redemption] = field(default_factory=list)
     removed: list[domain.Removed] = field(default_factory=list)
     moves: list[records.SessionMove] = field(default_factory=list)
+    repriced: dict[int, domain.Held] = field(default_factory=dict)
 
-    def add(self, uow: UnitOfWork, event: Envelope[Any], applied: domain.Applied) -> None:
-        """Take in one applied event and queue its outbound events."""
+    def add(self, uow: UnitOfWork, event: Envelope[Any] | None, applied: domain.Applied) -> None:
+        """Take in one applied event (None: a booking matched again) and queue what it
+        publishes."""
         b = applied.booking
         self.touched.add((b.business_id, b.booking_id))
         for action in applied.actions:
             held = action.held
+            if isinstance(action, domain.Repriced):
+                self._reprice(action)
+                continue
             if isinstance(action, domain.Redeemed):
                 self.made.append(_Redemption(held, b))
                 kind: records.SessionKind = "redeemed"
-                reason = None
+                reason: str | None = None
+            elif isinstance(action, domain.Forfeited):
+                kind, reason = "forfeited", action.reason
             else:
                 self.removed.append(action)
                 kind = "restored" if action.restored else "released"
@@ -205,6 +302,15 @@ class _Changes:
                 business_id=b.business_id,
                 cause=event,
             )
+
+    def _reprice(self, action: domain.Repriced) -> None:
+        """A stored redemption is priced again in place; one made in this batch is made so."""
+        if action.before.stored_id is not None:
+            self.repriced[action.before.stored_id] = action.held
+            return
+        for made in self.made:
+            if made.held is action.before:
+                made.held = action.held
 
     async def write(
         self,
@@ -234,6 +340,13 @@ class _Changes:
                     r.restored,
                 )
                 for r in self.removed
+            ],
+        )
+        writes.add(
+            _REPRICE,
+            [
+                (stored_id, held.price_before.amount, held.price_after.amount)
+                for stored_id, held in sorted(self.repriced.items())
             ],
         )
         records.move_sessions(uow, writes, self.moves, locked)
@@ -288,6 +401,8 @@ _BOOKING_COLUMNS: Columns = (
     ("status_version", "int"),
     ("released", "boolean"),
     ("matched_on", "text"),
+    ("starts_at", "timestamptz"),
+    ("awaits_package", "boolean"),
 )
 _REDEMPTION_COLUMNS: Columns = (
     ("id", "bigint"),
@@ -318,6 +433,16 @@ _UPSERT_BOOKINGS = insert_rows(
 _INSERT_NUMBERED_REDEMPTIONS = insert_rows(redemption.fullname, _REDEMPTION_COLUMNS)
 _INSERT_REDEMPTIONS = insert_rows(redemption.fullname, _REDEMPTION_COLUMNS[1:])
 _INSERT_RESTORATIONS = insert_rows(restoration.fullname, _RESTORATION_COLUMNS)
+_REPRICE_COLUMNS: Columns = (
+    ("id", "bigint"),
+    ("price_before", "numeric"),
+    ("price_after", "numeric"),
+)
+_REPRICE = text(
+    f"UPDATE {redemption.fullname} r SET price_before = v.price_before,"
+    " price_after = v.price_after"
+    f" FROM ({unpack(_REPRICE_COLUMNS)}) AS v WHERE r.id = v.id"
+)
 
 
 def _booking_row(b: domain.Booking) -> tuple[Any, ...]:
@@ -336,4 +461,6 @@ def _booking_row(b: domain.Booking) -> tuple[Any, ...]:
         b.released,
         # A list travels inside the rows' JSON, and `->>` hands the column its JSON text.
         None if b.matched_on is None else list(b.matched_on),
+        b.starts_at,
+        b.awaits_package,
     )

@@ -32,6 +32,7 @@ booking = Table(
     Column("booking_id", String(64), primary_key=True),
     Column("client_id", String(64), nullable=False),
     Column("service_id", String(64), comment="null until the booking itself has arrived"),
+    Column("starts_at", DateTime(timezone=True)),
     Column("status", String(16), nullable=False),
     # Unconstrained numeric keeps the scale it was given: "60.00" reads back as 60.00.
     Column("price_amount", Numeric),
@@ -48,7 +49,21 @@ booking = Table(
         comment="Cancelled or no-show once: never redeems again",
     ),
     Column("matched_on", Text, comment="The inputs the last matching ran on (JSON list)"),
+    Column(
+        "awaits_package",
+        Boolean,
+        nullable=False,
+        server_default="false",
+        comment="Asked for a package and holds none: matched again when a record becomes usable",
+    ),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+Index(
+    "ix_booking_awaiting",
+    booking.c.business_id,
+    booking.c.client_id,
+    postgresql_where=booking.c.awaits_package,
 )
 
 redemption = Table(

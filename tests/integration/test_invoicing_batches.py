@@ -129,7 +129,7 @@ async def test_a_created_record_is_published_as_it_reads_back(
         redemption_engine,
         services=services,
         discount={"type": "amount", "value": {"amount": "12.50", "currency": "EUR"}},
-        validity={"type": "until", "until": "2027-06-30"},
+        validity={"type": "until", "date": "2027-06-30"},
     )
     sold = events.invoice(business, lines=[events.package_line("l1", quantity=2)], paid=True)
 
@@ -147,3 +147,4 @@ async def test_a_created_record_is_published_as_it_reads_back(
         "svc-sauna",
     ]
     assert created[0]["origin"] == {"type": "invoice", "invoice_id": "inv-1", "line_id": "l1"}
+    assert created[0]["expires_on"] == "2027-06-30"

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import topics
-from contracts.outbound import RecordState
+from contracts.base import Money
+from contracts.outbound import RecordLowBalance, RecordState
 from services.records import api as records
 from services.records import repository as records_repository
 from services.redemption import api as redemption_api
 from services.redemption.tables import redemption, restoration
 from tests.support.redemption import (
+    APPOINTMENT,
     Clock,
     NoDeadLetters,
     Shop,
@@ -173,7 +176,9 @@ async def test_the_package_discount_applies_to_the_booked_price(
     assert applied["price_after"] == {"amount": after, "currency": "EUR"}
 
 
-async def test_a_price_in_another_currency_than_the_discount_is_rejected(shop: Shop) -> None:
+async def test_a_chosen_record_whose_discount_is_in_another_currency_is_rejected(
+    shop: Shop,
+) -> None:
     record = await shop.sell(
         ANA,
         package(
@@ -181,7 +186,7 @@ async def test_a_price_in_another_currency_than_the_discount_is_rejected(shop: S
             discount={"type": "amount", "value": {"amount": "15.00", "currency": "EUR"}},
         ),
     )
-    event = shop.created("bk-1", ANA, MASSAGE, currency="USD")
+    event = shop.created("bk-1", ANA, MASSAGE, currency="USD", record=record)
 
     out = await shop.handle(event)
 
@@ -191,6 +196,19 @@ async def test_a_price_in_another_currency_than_the_discount_is_rejected(shop: S
     assert out[0].data["rejected_event_id"] == str(event.event_id)
     assert await shop.used(record, MASSAGE) == 0
     assert await shop.held("bk-1") is None
+
+
+async def test_auto_pick_passes_over_a_discount_in_another_currency(shop: Shop) -> None:
+    euros_off = {"type": "amount", "value": {"amount": "15.00", "currency": "EUR"}}
+    in_euros = await shop.sell(
+        ANA, package({MASSAGE: 5}, discount=euros_off, until=date(2027, 1, 1))
+    )
+    any_currency = await shop.sell(ANA, package({MASSAGE: 5}))
+
+    await shop.handle(shop.created("bk-1", ANA, MASSAGE, currency="USD"))
+
+    assert [e["package_record_id"] for e in shop.of(APPLIED)] == [any_currency]
+    assert await shop.used(in_euros, MASSAGE) == 0
 
 
 async def test_a_no_show_gives_the_session_back_once(shop: Shop) -> None:
@@ -283,18 +301,37 @@ async def test_an_edit_after_the_record_expired_removes_it_without_a_session_bac
     shop: Shop,
 ) -> None:
     record = await shop.sell(ANA, package({MASSAGE: 5}, until=date(2026, 11, 25)))
-    await shop.handle(shop.created("bk-1", ANA, MASSAGE))
-
-    out = await shop.handle(
-        shop.updated("bk-1", ANA, MASSAGE, version=2), now=datetime(2026, 11, 30, tzinfo=UTC)
+    await shop.handle(
+        shop.created("bk-1", ANA, MASSAGE, starts_at=datetime(2026, 11, 24, 10, tzinfo=UTC))
     )
 
+    # Moved past the record's last day, once that day has gone.
+    moved = shop.updated("bk-1", ANA, MASSAGE, version=2)
+    out = await shop.handle(moved, now=datetime(2026, 11, 30, tzinfo=UTC))
+
     assert [(p.topic, p.data.get("reason"), p.data.get("session_restored")) for p in out] == [
-        (REMOVED, "record_expired", False)
+        (REMOVED, "record_expired", False),
+        (NOT_APPLIED, "no_eligible_record", None),
     ]
     assert await shop.used(record, MASSAGE) == 1
     assert await shop.held("bk-1") is None
     assert (await shop.history(record))[-1] == ("released", "bk-1")
+
+
+async def test_an_edit_keeps_a_record_that_still_serves_the_appointment_s_day(shop: Shop) -> None:
+    record = await shop.sell(ANA, package({MASSAGE: 5}, until=date(2026, 11, 25)))
+    before_expiry = datetime(2026, 11, 24, 10, tzinfo=UTC)
+    await shop.handle(shop.created("bk-1", ANA, MASSAGE, starts_at=before_expiry))
+
+    # Edited after the record's last day, the appointment still on a day it was valid.
+    note = shop.updated(
+        "bk-1", ANA, MASSAGE, version=2, starts_at=before_expiry, status="completed"
+    )
+    out = await shop.handle(note, now=datetime(2026, 11, 30, tzinfo=UTC))
+
+    assert [p.topic for p in out] == []
+    assert await shop.used(record, MASSAGE) == 1
+    assert (await shop.held("bk-1")) is not None
 
 
 async def test_an_edit_after_the_record_was_cancelled_removes_it_without_a_session_back(
@@ -574,3 +611,120 @@ async def test_a_published_record_state_is_the_contract_model_of_the_stored_reco
     async with shop.engine.connect() as conn:
         stored = await records_repository.states(conn, [record])
     assert published == stored[record].model_dump(mode="json")
+
+
+async def test_a_held_booking_whose_price_changes_is_repriced_with_the_same_record(
+    shop: Shop,
+) -> None:
+    record = await shop.sell(
+        ANA, package({MASSAGE: 5}, discount={"type": "percent", "value": "50"})
+    )
+    await shop.handle(shop.created("bk-1", ANA, MASSAGE, price="60.00"))
+
+    out = await shop.handle(shop.updated("bk-1", ANA, MASSAGE, version=2, price="80.00"))
+
+    assert [
+        (p.topic, p.data["price_before"]["amount"], p.data["price_after"]["amount"]) for p in out
+    ] == [(topics.PACKAGE_REPRICED, "80.00", "40.00")]
+    assert await shop.prices("bk-1") == (Decimal("80.00"), Decimal("40.00"))
+    assert await shop.used(record, MASSAGE) == 1
+    assert await shop.held("bk-1") == record
+
+
+async def test_a_booking_created_and_repriced_in_one_batch_is_stored_at_its_new_price(
+    shop: Shop,
+) -> None:
+    await shop.sell(ANA, package({MASSAGE: 5}, discount={"type": "percent", "value": "50"}))
+
+    await shop.handle(
+        shop.created("bk-1", ANA, MASSAGE, price="60.00"),
+        shop.updated("bk-1", ANA, MASSAGE, version=2, price="90.00"),
+    )
+
+    assert await shop.prices("bk-1") == (Decimal("90.00"), Decimal("45.00"))
+
+
+async def test_a_booking_waiting_for_a_package_redeems_when_its_record_is_sold(shop: Shop) -> None:
+    first = await shop.handle(shop.created("bk-1", ANA, MASSAGE))
+    assert [p.data["reason"] for p in first] == ["no_eligible_record"]
+
+    record = await shop.sell(ANA, package({MASSAGE: 5}))
+    out = await shop.rematch()
+
+    assert [
+        (p.topic, p.data.get("booking_id")) for p in out if p.topic != topics.RECORD_UPDATED
+    ] == [(APPLIED, "bk-1")]
+    assert await shop.held("bk-1") == record
+    assert await shop.used(record, MASSAGE) == 1
+    assert not (await shop.booking_row("bk-1")).awaits_package
+    assert await shop.rematch() == []  # the record's news was taken once
+
+
+async def test_a_waiting_booking_that_ended_or_whose_day_passed_is_not_matched_again(
+    shop: Shop,
+) -> None:
+    await shop.handle(
+        shop.created("bk-cancelled", ANA, MASSAGE),
+        shop.status("bk-cancelled", ANA, "cancelled", version=2),
+        shop.created("bk-past", ANA, MASSAGE, starts_at=datetime(2026, 11, 19, 10, tzinfo=UTC)),
+    )
+    record = await shop.sell(ANA, package({MASSAGE: 5}))
+
+    assert await shop.rematch(now=datetime(2026, 11, 20, 9, tzinfo=UTC)) == []
+    assert await shop.used(record, MASSAGE) == 0
+    assert not (await shop.booking_row("bk-cancelled")).awaits_package
+
+
+async def test_a_redemption_leaving_one_session_sends_a_low_balance_notice_each_time(
+    shop: Shop,
+) -> None:
+    record = await shop.sell(ANA, package({MASSAGE: 3, FACIAL: None}))
+
+    first = await shop.handle(shop.created("bk-1", ANA, MASSAGE), shop.created("bk-u", ANA, FACIAL))
+    second = await shop.handle(shop.created("bk-2", ANA, MASSAGE))
+    back = await shop.handle(shop.status("bk-2", ANA, "cancelled", version=2))
+    again = await shop.handle(shop.created("bk-3", ANA, MASSAGE))
+
+    def notices(out: list[Any]) -> list[tuple[str, str, int]]:
+        return [
+            (
+                p.data["package_record_id"],
+                p.data["service_id"],
+                p.data["services"][1]["sessions_remaining"],
+            )
+            for p in out
+            if p.topic == topics.RECORD_LOW_BALANCE
+        ]
+
+    assert notices(first) == []
+    assert notices(second) == [(record, MASSAGE, 1)]
+    assert notices(back) == []
+    assert notices(again) == [(record, MASSAGE, 1)]
+    [notice] = [p for p in again if p.topic == topics.RECORD_LOW_BALANCE]
+    RecordLowBalance.model_validate(notice.data)  # the record's body, plus the service
+
+
+async def test_the_first_package_option_is_the_record_a_booking_then_redeems(shop: Shop) -> None:
+    dollars_off = {"type": "amount", "value": {"amount": "5.00", "currency": "USD"}}
+    await shop.sell(ANA, package({MASSAGE: 5}, discount=dollars_off, until=date(2026, 12, 1)))
+    later = await shop.sell(
+        ANA,
+        package({MASSAGE: 5}, discount={"type": "percent", "value": "20"}, until=date(2027, 6, 1)),
+    )
+    sooner = await shop.sell(ANA, package({MASSAGE: 1}, until=date(2027, 1, 1)))
+    await shop.sell(ANA, package({FACIAL: 5}))
+    price = Money(amount=Decimal("60.00"), currency="EUR")
+
+    async with shop.engine.connect() as conn:
+        options = await redemption_api.package_options(
+            conn, shop.business_id, ANA, service_id=MASSAGE, starts_at=APPOINTMENT, price=price
+        )
+
+    assert [
+        (o.package_record_id, o.sessions_remaining, str(o.price_after.amount)) for o in options
+    ] == [
+        (sooner, 1, "0.00"),
+        (later, 5, "48.00"),
+    ]
+    await shop.handle(shop.created("bk-1", ANA, MASSAGE))
+    assert await shop.held("bk-1") == options[0].package_record_id

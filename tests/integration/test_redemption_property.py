@@ -57,11 +57,13 @@ class RecordSpec:
 
 @dataclass(frozen=True)
 class Snap:
-    """The whole booking (created or updated); `chosen` is an index into the records."""
+    """The whole booking (created or updated); `chosen` is an index into the records; the
+    appointment is `day` days after TODAY (before it: entered after the fact)."""
 
     service: str
     use_package: bool
     chosen: int | None
+    day: int = 7
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ def snaps(n_records: int) -> st.SearchStrategy[Snap]:
         service=st.sampled_from(SERVICES),
         use_package=st.sampled_from([True, True, True, False]),
         chosen=st.one_of(st.none(), st.none(), st.integers(-1, n_records - 1)),
+        day=st.sampled_from([-3, 0, 1, 5, 7, 7, 31]),
     )
 
 
@@ -126,6 +129,10 @@ class RefRecord:
         """Neither cancelled nor past its last day."""
         return not self.cancelled and (self.expires_on is None or today <= self.expires_on)
 
+    def serves(self, day: date) -> bool:
+        """Serves an appointment on that day: not cancelled, the day on or before its last."""
+        return self.live(day)
+
     def left(self, service: str) -> bool:
         """Covers the service with a session to spare."""
         total = self.totals.get(service, 0)
@@ -140,17 +147,20 @@ class RefRecord:
         return "exhausted" if limited and spent else "active"
 
 
+SnapKey = tuple[str, str, bool, str | None, date]  # client, service, use, chosen, day
+
+
 @dataclass
 class RefBooking:
     """A booking as the model keeps it."""
 
     client: str
-    snap: tuple[str, str, bool, str | None] | None = None  # client, service, use, chosen
+    snap: SnapKey | None = None
     snap_v: int = 0
     status: str = "pending"
     status_v: int = 0
     released: bool = False
-    matched_on: tuple[str, str, bool, str | None] | None = None
+    matched_on: SnapKey | None = None
     held: tuple[str, str] | None = None
 
 
@@ -175,7 +185,8 @@ class Model:
                 return
             if version > b.status_v:
                 b.status = _snap_status(version)
-            b.snap, b.snap_v = (client, event.service, event.use_package, chosen), version
+            day = TODAY.date() + timedelta(days=event.day)
+            b.snap, b.snap_v = (client, event.service, event.use_package, chosen, day), version
         else:
             if version <= max(b.snap_v, b.status_v):
                 return
@@ -187,12 +198,12 @@ class Model:
         self,
         booking_id: str,
         b: RefBooking,
-        snap: tuple[str, str, bool, str | None],
+        snap: SnapKey,
         *,
         edited: bool,
     ) -> None:
         """Rules 9-12 for one booking after a fresh event (`edited`: a new snapshot)."""
-        client, service, use, chosen = snap
+        client, service, use, chosen, day = snap
         if b.status in ENDING:
             if b.held:
                 reason = "booking_no_show" if b.status == "no_show" else "booking_cancelled"
@@ -204,19 +215,26 @@ class Model:
             return
         if b.held:
             r = self.records[b.held[0]]
-            if not r.live(self.today):
-                reason = "record_cancelled" if r.cancelled else "record_expired"
-                self.remove(booking_id, b, reason, restore=False)
+            if r.cancelled:
+                self.remove(booking_id, b, "record_cancelled", restore=False)
+            elif not r.serves(day):
+                self.remove(booking_id, b, "record_expired", restore=r.live(self.today))
             elif not use or chosen not in (None, r.record_id) or r.client != client:
                 self.remove(booking_id, b, "package_deselected", restore=True)
             elif service != b.held[1]:
                 self.remove(booking_id, b, "service_changed", restore=True)
         if not b.held and use and snap != b.matched_on:
-            self.match(booking_id, b, client, service, chosen)
+            self.match(booking_id, b, client, service, chosen, day)
         b.matched_on = snap
 
-    def match(
-        self, booking_id: str, b: RefBooking, client: str, service: str, chosen: str | None
+    def match(  # noqa: PLR0917 - the model spells out what the rule reads
+        self,
+        booking_id: str,
+        b: RefBooking,
+        client: str,
+        service: str,
+        chosen: str | None,
+        day: date,
     ) -> None:
         """Rule 9."""
         mine = [
@@ -229,14 +247,14 @@ class Model:
                     (topics.PACKAGE_NOT_APPLIED, booking_id, None, "record_not_found")
                 )
                 return
-            if not (found.live(self.today) and found.left(service)):
+            if not (found.serves(day) and found.left(service)):
                 self.published.append(
                     (topics.PACKAGE_NOT_APPLIED, booking_id, None, "record_not_eligible")
                 )
                 return
         else:
             eligible = sorted(
-                (r for r in mine if r.live(self.today) and r.left(service)), key=lambda r: r.order
+                (r for r in mine if r.serves(day) and r.left(service)), key=lambda r: r.order
             )
             if not eligible:
                 self.published.append(
@@ -247,6 +265,13 @@ class Model:
         found.used[service] += 1
         b.held = (found.record_id, service)
         self.published.append((topics.PACKAGE_APPLIED, booking_id, found.record_id, None))
+
+    def new_validity(self, n: int, until: date | None) -> None:
+        """A template edit: the package's records not cancelled or expired take the new day."""
+        record = list(self.records.values())[n]
+        if record.live(self.today):
+            record.expires_on = until
+            record.order = (until is None, until or date.min, *record.order[2:])
 
     def remove(self, booking_id: str, b: RefBooking, reason: str, *, restore: bool) -> None:
         """Let go of the hold, giving the session back or not."""
@@ -314,6 +339,7 @@ def _event(shop: Shop, booking: str, version: int, event: Snap | Status, chosen:
         record=chosen,
         use_package=event.use_package,
         status=_snap_status(version),
+        starts_at=TODAY + timedelta(days=event.day, hours=6),
     )
 
 
@@ -381,6 +407,12 @@ def _deliveries(
     return delivered
 
 
+def _validity_edit(edit: tuple[int, int | None], today: date) -> tuple[int, date | None]:
+    """Which record's package gets which new last day (None: never expires)."""
+    n, offset = edit
+    return n, None if offset is None else today + timedelta(days=offset)
+
+
 def _batches(data: st.DataObject, n: int) -> list[tuple[int, int]]:
     """Random cut points: batches of one up to the whole delivery."""
     cuts = data.draw(st.sets(st.integers(1, n - 1), max_size=n)) if n > 1 else set()
@@ -389,7 +421,7 @@ def _batches(data: st.DataObject, n: int) -> list[tuple[int, int]]:
 
 
 @settings(
-    max_examples=30,
+    max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -402,10 +434,20 @@ async def test_reordered_resent_batched_bookings_end_as_the_model_says(
     records = await _sell_all(shop, specs)
     delivered = _deliveries(data, shop, bookings, records)
     batches = _batches(data, len(delivered))
+    # Before some batches the owner gives a package a new validity (a last day, or none).
+    edits = data.draw(
+        st.dictionaries(
+            st.integers(0, len(batches) - 1),
+            st.tuples(st.integers(0, len(specs) - 1), st.sampled_from([None, -1, 3, 20])),
+            max_size=2,
+        )
+    )
     model = Model(shop.business_id, records, TODAY.date())
     seen = set()
     for day, (a, b) in enumerate(batches):
         model.today = TODAY.date() + timedelta(days=day)  # records expire as the days go by
+        if day in edits:
+            model.new_validity(*_validity_edit(edits[day], model.today))
         for booking, version, event, chosen, envelope in delivered[a:b]:
             if envelope.event_id not in seen:  # the inbox's part: a redelivery is a duplicate
                 seen.add(envelope.event_id)
@@ -417,6 +459,11 @@ async def test_reordered_resent_batched_bookings_end_as_the_model_says(
     raws = [raw(e) for *_, e in delivered]
     for day, (a, b) in enumerate(batches):
         clock.now = TODAY + timedelta(days=day)
+        if day in edits:
+            n, until = _validity_edit(edits[day], clock.now.date())
+            business = f"{shop.business_id}-other" if specs[n].other_business else None
+            pkg = package(dict(specs[n].totals), until=until, package_id=f"pkg-{n}")
+            await shop.edit_package(pkg, business_id=business, now=clock.now)
         await kernel.handle(raws[a:b])
 
     assert parked.parked == []
@@ -431,7 +478,7 @@ async def test_reordered_resent_batched_bookings_end_as_the_model_says(
             p["data"].get("reason"),
         )
         for p in await outbox(redemption_engine, shop.business_id)
-        if p["event_type"] != topics.RECORD_UPDATED
+        if not p["event_type"].startswith("package_record.")  # records report their own state
     ]
     assert published == model.published
     for outcome in {reason or kind for kind, _, _, reason in published}:

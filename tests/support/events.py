@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 OWNER = {"user_id": "u-owner", "role": "owner"}
@@ -15,26 +15,36 @@ def envelope(
     business_id: str,
     data: dict[str, Any],
     actor: dict[str, str] | None = STAFF,
+    *,
     event_id: str | None = None,
+    occurred_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """An inbound envelope of `topic` for `business_id`."""
+    """An inbound envelope of `topic` for `business_id` (that happened now, by default)."""
     return {
         "event_id": event_id or str(uuid.uuid4()),
         "event_type": topic,
-        "occurred_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "occurred_at": stamp(occurred_at or datetime.now(UTC)),
         "business_id": business_id,
         "actor": actor,
         "data": data,
     }
 
 
-def plan(business_id: str, plan_name: str = "pro") -> dict[str, Any]:
+def stamp(moment: datetime) -> str:
+    """An RFC 3339 UTC timestamp, as the platform writes them."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def plan(
+    business_id: str, plan_name: str = "pro", occurred_at: datetime | None = None
+) -> dict[str, Any]:
     """The business moves to a plan."""
     return envelope(
         "business.plan_changed",
         business_id,
         {"plan": plan_name},
         actor={"user_id": "system", "role": "system"},
+        occurred_at=occurred_at,
     )
 
 
@@ -125,8 +135,10 @@ def booking(
     source: str = "calendar",
     topic: str = "booking.created",
     event_id: str | None = None,
+    starts_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """A booking of a 60-minute massage, as the calendar or the widget sends it."""
+    """A booking of a 60-minute massage, as the calendar or the widget sends it (by default
+    three days ahead)."""
     return envelope(
         topic,
         business_id,
@@ -134,7 +146,7 @@ def booking(
             "booking_id": booking_id,
             "client_id": client_id,
             "service_id": service_id,
-            "starts_at": "2026-12-01T10:00:00Z",
+            "starts_at": stamp(starts_at or _in_three_days()),
             "status": status,
             "price": {"amount": price, "currency": currency},
             "source": source,
@@ -145,6 +157,11 @@ def booking(
         actor={"user_id": client_id, "role": "client"} if source == "widget" else STAFF,
         event_id=event_id,
     )
+
+
+def _in_three_days() -> datetime:
+    soon = datetime.now(UTC) + timedelta(days=3)
+    return soon.replace(hour=10, minute=0, second=0, microsecond=0)
 
 
 def status_change(

@@ -16,7 +16,8 @@ from tests.conftest import Infra
 async def expire_with_two_processes(infra: Infra, days_ahead: int) -> int:
     """Run both processes' expiry rounds at once until neither finds work; total expired."""
     settings = Settings(kafka_bootstrap_servers=infra.bootstrap, database_url=infra.postgres.url)
-    processes = [Service("records", kernel, handlers.handle_batch, settings=settings) for _ in "ab"]
+    handle = handlers.Records(settings.early_event_wait_s).handle_batch
+    processes = [Service("records", kernel, handle, settings=settings) for _ in "ab"]
     for p in processes:
         await p.start()
     later = datetime.now(UTC) + timedelta(days=days_ahead)

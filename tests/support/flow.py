@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select, text
@@ -27,15 +28,19 @@ SERVICE_OF = {
     "booking.created": "redemption",
     "booking.updated": "redemption",
     "booking.status_changed": "redemption",
+    "business.settings_changed": "catalog",
 }
 
 
 class Platform:
     """Plays the scheduling platform: publishes events keyed as it does, waits for their fate."""
 
-    def __init__(self, bootstrap: str, engine: AsyncEngine) -> None:
+    def __init__(
+        self, bootstrap: str, engine: AsyncEngine, options: Mapping[str, object] | None = None
+    ) -> None:
         self.bootstrap = bootstrap
         self.engine = engine
+        self.options = options  # how to reach Kafka securely: Settings.kafka_options()
 
     async def send(
         self, *events: dict[str, Any], wait: bool = True, keys: list[bytes] | None = None
@@ -47,7 +52,7 @@ class Platform:
             key_field = INBOUND[e["event_type"]].key
             key = e["data"].get(key_field) if key_field != "business_id" else e["business_id"]
             messages.append((e["event_type"], e, keys[n] if keys else str(key).encode()))
-        await produce(self.bootstrap, messages)
+        await produce(self.bootstrap, messages, self.options)
         if wait:
             for e in events:
                 await self.handled(e)
@@ -70,6 +75,20 @@ class Platform:
         raise AssertionError(
             f"{event['event_type']} {event['event_id']} was not handled in {timeout}s"
         )
+
+    async def settled(
+        self,
+        event: dict[str, Any],
+        timeout: float = 60.0,  # noqa: ASYNC109 - a polling deadline
+    ) -> tuple[str, str | None]:
+        """Wait until the event is handled and no longer waits for what it needs; its outcome."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            outcome = await self.handled(event, timeout)
+            if outcome[0] != "deferred":
+                return outcome
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{event['event_type']} {event['event_id']} still waits")
 
     async def outcome(self, event: dict[str, Any]) -> tuple[str, str | None]:
         """The event's recorded outcome (waits for it)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -14,10 +14,17 @@ from aiokafka.structs import ConsumerRecord
 
 
 async def produce(
-    bootstrap: str, messages: Sequence[tuple[str, bytes | dict[str, Any], bytes | None]]
+    bootstrap: str,
+    messages: Sequence[tuple[str, bytes | dict[str, Any], bytes | None]],
+    options: Mapping[str, object] | None = None,
 ) -> None:
-    """Send (topic, value, key) messages in order and wait for the broker's acknowledgement."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    """Send (topic, value, key) messages in order and wait for the broker's acknowledgement.
+
+    `options` are more of aiokafka's (security: `Settings.kafka_options()`).
+    """
+    producer = AIOKafkaProducer(
+        **{"bootstrap_servers": bootstrap, **(options or {})}, enable_idempotence=True
+    )
     await producer.start()
     try:
         pending = []

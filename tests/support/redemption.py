@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -26,6 +27,7 @@ from services.redemption.tables import booking, redemption, restoration
 from services.redemption.tables import kernel as redemption_kernel
 
 TODAY = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+APPOINTMENT = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
 _counter = itertools.count(1)
 _offsets = itertools.count()
 
@@ -53,12 +55,14 @@ def package(
     )
 
 
-def envelope(topic: str, business_id: str, data: dict[str, Any]) -> Any:
+def envelope(
+    topic: str, business_id: str, data: dict[str, Any], occurred_at: datetime = TODAY
+) -> Any:
     """An inbound envelope, through the same decoder the kernel uses."""
     raw = {
         "event_id": str(uuid.uuid4()),
         "event_type": topic,
-        "occurred_at": "2026-11-20T09:00:00Z",
+        "occurred_at": occurred_at.isoformat(),
         "business_id": business_id,
         "actor": {"user_id": "u-desk", "role": "staff"},
         "data": data,
@@ -102,6 +106,7 @@ class Shop:
                 "package_id": pkg.package_id,
                 "client_id": client_id,
             },
+            occurred_at=on,
         )
         async with self.engine.begin() as conn:
             uow = UnitOfWork(conn, "records", now=on)
@@ -117,6 +122,16 @@ class Shop:
             )
         return created[0]
 
+    async def edit_package(
+        self, pkg: PackageDefined, *, business_id: str | None = None, now: datetime = TODAY
+    ) -> list[str]:
+        """The owner edits a package (as the catalog would): new terms reach its live records."""
+        business = business_id or self.business_id
+        cause = envelope(topics.PACKAGE_UPDATED, business, pkg.model_dump(mode="json"))
+        async with self.engine.begin() as conn:
+            uow = UnitOfWork(conn, "catalog", now=now)
+            return await records.apply_new_terms(uow, business, pkg, cause)
+
     async def cancel_record(self, record_id: str) -> None:
         """The business cancels a record (as the records service would)."""
         async with self.engine.begin() as conn:
@@ -131,15 +146,8 @@ class Shop:
         async with self.engine.begin() as conn:
             uow = UnitOfWork(conn, "redemption", now=now)
             await handlers.handle_batch(uow, list(events))
-        out = [
-            Published(
-                r.topic, orjson.loads(r.payload)["data"], orjson.loads(r.payload)["business_id"]
-            )
-            for r in uow.outbox
-        ]
-        self.published += out
         self.outcomes |= {eid: o.reason for eid, o in uow.outcomes.items()}
-        return out
+        return self._published_by(uow)
 
     def created(
         self,
@@ -155,6 +163,7 @@ class Shop:
         currency: str = "EUR",
         source: str = "calendar",
         topic: str = topics.BOOKING_CREATED,
+        starts_at: datetime = APPOINTMENT,
     ) -> Any:
         """A booking.created (or, with topic, booking.updated) envelope."""
         return envelope(
@@ -164,7 +173,7 @@ class Shop:
                 "booking_id": booking_id,
                 "client_id": client_id,
                 "service_id": service_id,
-                "starts_at": "2026-11-27T15:00:00Z",
+                "starts_at": starts_at.isoformat(),
                 "status": status,
                 "price": {"amount": price, "currency": currency},
                 "source": source,
@@ -223,6 +232,40 @@ class Shop:
                     ~redemption.c.removed,
                 )
             )
+
+    async def rematch(self, now: datetime = TODAY) -> list[Published]:
+        """The redemption's timer matching waiting bookings again, until it finds no news;
+        what it publishes for this shop (other tests' shops share the database)."""
+        async with self.engine.begin() as conn:
+            uow = UnitOfWork(conn, "redemption", now=now)
+            while await handlers.rematch_waiting(uow):
+                pass
+        return [p for p in self._published_by(uow) if p.business_id == self.business_id]
+
+    def _published_by(self, uow: UnitOfWork) -> list[Published]:
+        """What a committed unit of work publishes, kept with the rest."""
+        out = [
+            Published(
+                r.topic, orjson.loads(r.payload)["data"], orjson.loads(r.payload)["business_id"]
+            )
+            for r in uow.outbox
+        ]
+        self.published += out
+        return out
+
+    async def prices(self, booking_id: str) -> tuple[Decimal, Decimal] | None:
+        """The prices of the redemption the booking holds, if any."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(redemption.c.price_before, redemption.c.price_after).where(
+                        redemption.c.business_id == self.business_id,
+                        redemption.c.booking_id == booking_id,
+                        ~redemption.c.removed,
+                    )
+                )
+            ).first()
+        return None if row is None else (row.price_before, row.price_after)
 
     async def booking_row(self, booking_id: str) -> Any:
         """The stored booking."""

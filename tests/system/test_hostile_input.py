@@ -205,6 +205,20 @@ HOSTILE = {
         "invalid",
         "data.version: Input should be less than or equal to 2147483647",
     ),
+    "a negative price (the schema's bound, not a rule)": Hostile(
+        "booking.created",
+        lambda: orjson.dumps(_booking(price={"amount": "-60.00", "currency": "EUR"})),
+        "invalid",
+        "data.price.amount: Value error, must not be negative",
+    ),
+    "a package line selling no records": Hostile(
+        "invoice.published",
+        lambda: orjson.dumps(
+            events.invoice(events.new_business(), lines=[events.package_line("l1", quantity=0)])
+        ),
+        "invalid",
+        "data.lines.0.package.quantity: Input should be greater than or equal to 1",
+    ),
     "latin-1 bytes": Hostile(
         "booking.created",
         lambda: orjson.dumps(_booking()).decode().encode("latin-1"),

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-from services.http.app import create_app
-from services.kernel.settings import Settings
 from tests.conftest import Infra
 from tests.support import events
 from tests.support.flow import Platform
@@ -23,16 +21,6 @@ OUTCOMES = ["booking.package_applied", "booking.package_not_applied", "booking.p
 @pytest.fixture
 def platform(real_infra: Infra, services: dict[str, ServiceProcess], engine: Any) -> Platform:
     return Platform(real_infra.bootstrap, engine)
-
-
-@pytest.fixture
-async def api(real_infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(database_url=real_infra.postgres.url))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
-    ):
-        yield client
 
 
 async def _business_with_records(
@@ -135,13 +123,18 @@ async def test_an_amount_discount_never_takes_the_price_below_zero(platform: Pla
     assert applied["price_after"] == {"amount": "0.00", "currency": "EUR"}
 
 
-async def test_a_price_in_another_currency_is_refused(platform: Platform) -> None:
+async def test_a_price_in_another_currency_than_the_discount_is_not_applied(
+    platform: Platform,
+) -> None:
     business, [record] = await _business_with_records(
         platform, {"discount": {"type": "amount", "value": {"amount": "10.00", "currency": "EUR"}}}
     )
     usd = events.booking(business, "bk-1", currency="USD")
-    await platform.send(usd)
-    assert (await platform.outcome(usd))[0] == "rejected"
+    chosen = events.booking(business, "bk-2", currency="USD", record_id=record)
+    [not_applied] = await _outcomes(platform, business, usd, count=1)
+    assert not_applied["reason"] == "no_eligible_record"  # auto-pick passes over it
+    await platform.send(chosen)
+    assert await platform.outcome(chosen) == ("rejected", "currency_mismatch")
     assert await _used(platform, business) == {record: 0}
 
 
@@ -168,11 +161,20 @@ async def test_an_edit_after_the_record_expired_removes_without_restoring(
     business, [record] = await _business_with_records(
         platform, {"validity": {"type": "days", "days": 1}}
     )
-    await _outcomes(platform, business, events.booking(business, "bk-1"), count=1)
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    booked = events.booking(business, "bk-1", starts_at=tomorrow)
+    [applied] = await _outcomes(platform, business, booked, count=1)
+    assert applied["topic"] == "booking.package_applied"
     await expire_with_two_processes(real_infra, days_ahead=3)
-    edit = events.booking(business, "bk-1", version=2, topic="booking.updated", price="70.00")
-    [removed] = await _outcomes(platform, business, edit, count=1)
+    # Moved to a day after the record's last: the record, expired since, gets nothing back.
+    edit = events.booking(
+        business, "bk-1", version=2, topic="booking.updated", starts_at=tomorrow + timedelta(days=2)
+    )
+    outcomes = await _outcomes(platform, business, edit, count=2)
+    by_topic = {o["topic"]: o for o in outcomes}
+    removed = by_topic["booking.package_removed"]
     assert (removed["reason"], removed["session_restored"]) == ("record_expired", False)
+    assert by_topic["booking.package_not_applied"]["reason"] == "no_eligible_record"
     assert await _used(platform, business) == {record: 1}
 
 

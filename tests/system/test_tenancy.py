@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +15,8 @@ import pytest
 from sqlalchemy import func, select, text
 
 from contracts.topics import INBOUND
-from services.catalog.tables import business_plan, package
-from services.http.app import create_app
+from services.catalog.tables import business_plan, business_settings, package
 from services.invoicing.tables import invoice, pending_line
-from services.kernel.settings import Settings
 from services.records.tables import package_record, record_event, record_service
 from services.redemption.tables import booking, redemption, restoration
 from tests.conftest import Infra
@@ -69,16 +67,6 @@ async def victim(platform: Platform) -> Victim:
     return a
 
 
-@pytest.fixture
-async def api(real_infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(database_url=real_infra.postgres.url))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
-    ):
-        yield client
-
-
 # -- what A owns, read straight from every service's tables -----------------------------------
 
 
@@ -88,6 +76,7 @@ async def _state_of(platform: Platform, business: str) -> dict[str, list[tuple[A
     held = redemption.c
     queries: dict[str, Any] = {
         "plan": select(business_plan.c.plan).where(business_plan.c.business_id == business),
+        "settings": select(business_settings).where(business_settings.c.business_id == business),
         "packages": select(package.c.package_id, package.c.terms, package.c.terms_version)
         .add_columns(package.c.status, package.c.status_version)
         .where(package.c.business_id == business)
@@ -321,6 +310,24 @@ SWEEP = {
     "booking.status_changed marking A's booking a no-show gives no session back": Trespass(
         "booking.status_changed",
         lambda a, b: [events.status_change(b, a.booking_id, "no_show", 5)],
+        [("applied", None)],
+    ),
+    "business.settings_changed changes B's settings only": Trespass(
+        "business.settings_changed",
+        lambda a, b: [
+            events.envelope(
+                "business.settings_changed",
+                b,
+                {
+                    "time_zone": "Pacific/Kiritimati",
+                    "no_show": "forfeit",
+                    "late_cancel_hours": 720,
+                    "expiring_soon_days": 90,
+                    "version": 1,
+                },
+                actor=events.OWNER,
+            )
+        ],
         [("applied", None)],
     ),
     "business.plan_changed changes B's plan only": Trespass(

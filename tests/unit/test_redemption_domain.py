@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -17,7 +17,14 @@ from contracts.inbound import (
     Discount,
     PercentDiscount,
 )
-from contracts.outbound import PackageApplied, PackageNotApplied, PackageRemoved, RecordStatus
+from contracts.outbound import (
+    PackageApplied,
+    PackageForfeited,
+    PackageNotApplied,
+    PackageRemoved,
+    PackageRepriced,
+    RecordStatus,
+)
 from services.records.domain import Balance, Record
 from services.records.sessions import Redeemable
 from services.redemption import domain
@@ -142,7 +149,7 @@ def test_the_record_expiring_first_then_the_oldest_is_picked() -> None:
     ("dead", "reason"),
     [
         (record("rec-x", status="cancelled"), "record_not_eligible"),
-        (record("rec-x", status="expired"), "record_not_eligible"),
+        (record("rec-x", status="expired", expires_on=date(2026, 11, 19)), "record_not_eligible"),
         (record("rec-x", expires_on=date(2026, 11, 19)), "record_not_eligible"),
         (record("rec-x", {MASSAGE: (1, 1)}), "record_not_eligible"),
         (record("rec-x", {FACIAL: (5, 0)}), "record_not_eligible"),
@@ -173,7 +180,8 @@ def test_a_chosen_record_that_cannot_serve_is_not_applied(dead: Redeemable, reas
 
 
 def test_a_record_is_usable_on_its_last_valid_day() -> None:
-    _, [outcome] = run(Ledger([record("rec-1", expires_on=TODAY)]), snapshot())
+    on_its_last_day = snapshot(starts_at="2026-11-20T18:00:00Z")
+    _, [outcome] = run(Ledger([record("rec-1", expires_on=TODAY)]), on_its_last_day)
 
     assert isinstance(applied(outcome).events[0], PackageApplied)
 
@@ -292,17 +300,21 @@ def test_an_older_snapshot_keeps_the_newer_status() -> None:
 
 def test_an_edit_on_a_dead_record_removes_without_giving_back() -> None:
     ledger = Ledger([record("rec-1", expires_on=date(2026, 11, 25))])
-    state, _ = run(ledger, snapshot())
+    state, _ = run(ledger, snapshot(starts_at="2026-11-24T15:00:00Z"))
 
-    _, [outcome] = run(ledger, snapshot(version=2), state=state, today=date(2026, 11, 26))
+    # Moved past the record's last day, once that day has gone.
+    later = snapshot(version=2, starts_at="2026-11-27T15:00:00Z")
+    _, [outcome] = run(ledger, later, state=state, today=date(2026, 11, 26))
 
-    [event] = applied(outcome).events
+    # The booking is matched again for its new day, and no record serves it.
+    [event, not_applied] = applied(outcome).events
     assert isinstance(event, PackageRemoved)
     assert (event.reason, event.session_restored, event.sessions_remaining) == (
         "record_expired",
         False,
         9,
     )
+    assert isinstance(not_applied, PackageNotApplied)
     assert ledger.used("rec-1", MASSAGE) == 1
 
 
@@ -340,12 +352,23 @@ def test_an_unchanged_edit_after_not_applied_does_not_report_again() -> None:
     ledger = Ledger([])
     state, [first] = run(ledger, snapshot())
 
-    _, [second] = run(ledger, snapshot(version=2, starts_at="2026-11-28T15:00:00Z"), state=state)
+    repriced = snapshot(version=2, price={"amount": "65.00", "currency": "EUR"})
+    _, [second] = run(ledger, repriced, state=state)
 
     assert [e.reason for e in applied(first).events if isinstance(e, PackageNotApplied)] == [
         "no_eligible_record"
     ]
     assert applied(second).events == ()
+
+
+def test_an_appointment_moved_to_another_day_is_matched_again() -> None:
+    ledger = Ledger([record("rec-1", expires_on=date(2026, 11, 25))])
+    state, [first] = run(ledger, snapshot())  # the 27th: past the record's last day
+
+    _, [second] = run(ledger, snapshot(version=2, starts_at="2026-11-24T15:00:00Z"), state=state)
+
+    assert [type(e) for e in applied(first).events] == [PackageNotApplied]
+    assert [type(e) for e in applied(second).events] == [PackageApplied]
 
 
 def test_an_unlimited_service_counts_up_without_a_balance() -> None:
@@ -376,7 +399,172 @@ def test_a_refused_event_leaves_the_booking_as_it_was() -> None:
     usd_off = AmountDiscount(type="amount", value=Money(amount=Decimal(10), currency="USD"))
     ledger = Ledger([record("rec-1", discount=usd_off)])
 
-    state, [outcome] = run(ledger, snapshot())
+    state, [outcome] = run(ledger, snapshot(package_record_id="rec-1"))
 
     assert isinstance(outcome, Refused)
     assert state is None
+
+
+def test_an_appointment_entered_after_the_fact_redeems_on_a_record_valid_that_day() -> None:
+    expired = record("rec-1", status="expired", expires_on=date(2026, 11, 25))
+
+    _, [outcome] = run(
+        Ledger([expired]), snapshot(starts_at="2026-11-24T15:00:00Z"), today=date(2026, 11, 28)
+    )
+
+    assert [type(e) for e in applied(outcome).events] == [PackageApplied]
+
+
+def test_a_record_does_not_serve_an_appointment_after_its_last_day() -> None:
+    ledger = Ledger([record("rec-1", expires_on=date(2026, 11, 25)), record("rec-2")])
+
+    _, [outcome] = run(ledger, snapshot(starts_at="2026-11-26T09:00:00Z"))
+
+    [event] = applied(outcome).events
+    assert isinstance(event, PackageApplied)
+    assert event.package_record_id == "rec-2"
+
+
+def test_the_appointment_day_is_the_business_s_day() -> None:
+    from zoneinfo import ZoneInfo
+
+    ledger = Ledger([record("rec-1", expires_on=date(2026, 11, 25))])
+    # 23:30 UTC on the 25th is already the 26th in Berlin: past the record's last day there.
+    late_evening = snapshot(starts_at="2026-11-25T23:30:00Z")
+
+    outcome = decide(None, BIZ, late_evening, ledger, TODAY, zone=ZoneInfo("Europe/Berlin"))
+
+    assert [type(e) for e in applied(outcome).events] == [PackageNotApplied]
+
+
+def test_an_edit_moving_the_appointment_past_the_expiry_gives_back_to_a_live_record() -> None:
+    ledger = Ledger([record("rec-1", expires_on=date(2026, 11, 30))])
+    state, _ = run(ledger, snapshot())
+
+    moved = snapshot(version=2, starts_at="2026-12-02T10:00:00Z")
+    _, [outcome] = run(ledger, moved, state=state)
+
+    removed = applied(outcome).events[0]
+    assert isinstance(removed, PackageRemoved)
+    assert (removed.reason, removed.session_restored) == ("record_expired", True)
+    assert ledger.used("rec-1", MASSAGE) == 0
+
+
+def test_a_held_booking_whose_price_changes_is_repriced_with_the_same_record() -> None:
+    half = PercentDiscount(type="percent", value=Decimal(50))
+    ledger = Ledger([record("rec-1", discount=half)])
+    state, _ = run(ledger, snapshot())
+
+    dearer = snapshot(version=2, price={"amount": "80.00", "currency": "EUR"})
+    state, [outcome] = run(ledger, dearer, state=state)
+
+    [event] = applied(outcome).events
+    assert isinstance(event, PackageRepriced)
+    assert (event.price_before.amount, event.price_after.amount) == (
+        Decimal("80.00"),
+        Decimal("40.00"),
+    )
+    assert ledger.used("rec-1", MASSAGE) == 1
+    assert state is not None
+    assert state.held is not None
+    assert state.held.price_after.amount == Decimal("40.00")
+
+
+def test_auto_pick_passes_over_a_record_whose_discount_cannot_apply() -> None:
+    usd_off = AmountDiscount(type="amount", value=Money(amount=Decimal(10), currency="USD"))
+    first = record("rec-usd", discount=usd_off, expires_on=date(2026, 12, 31))
+    ledger = Ledger([first, record("rec-eur")])
+
+    _, [outcome] = run(ledger, snapshot())
+
+    [event] = applied(outcome).events
+    assert isinstance(event, PackageApplied)
+    assert event.package_record_id == "rec-eur"
+
+
+def test_a_waiting_booking_is_matched_again_when_a_record_appears() -> None:
+    state, _ = run(Ledger([]), snapshot())
+    assert state is not None
+    assert state.awaits_package
+
+    rematched = domain.rematch(state, Ledger([record("rec-new")]), TODAY)
+
+    assert rematched is not None
+    [event] = rematched.events
+    assert isinstance(event, PackageApplied)
+    assert not rematched.booking.awaits_package
+
+
+def test_a_waiting_booking_whose_day_has_passed_or_that_ended_is_not_matched_again() -> None:
+    state, _ = run(Ledger([]), snapshot())
+    assert state is not None
+    cancelled, _ = run(Ledger([]), status("cancelled", 2), state=state)
+    assert cancelled is not None
+
+    assert domain.rematch(state, Ledger([record("rec-new")]), date(2026, 11, 28)) is None
+    assert not cancelled.awaits_package
+    assert domain.rematch(cancelled, Ledger([record("rec-new")]), TODAY) is None
+
+
+def test_matching_again_with_still_no_record_publishes_nothing() -> None:
+    state, _ = run(Ledger([]), snapshot())
+    assert state is not None
+
+    assert domain.rematch(state, Ledger([record("rec-f", {FACIAL: (3, 0)})]), TODAY) is None
+
+
+FORFEIT_NO_SHOWS = domain.Policy(no_show="forfeit")
+DAY_AHEAD = domain.Policy(late_cancel_hours=24)
+APPOINTMENT = datetime(2026, 11, 27, 15, tzinfo=UTC)
+
+
+def _ended(
+    policy: domain.Policy, status_: str, at: datetime, ledger: Ledger | None = None
+) -> tuple[Ledger, Booking | None, domain.Outcome]:
+    ledger = ledger or Ledger([record("rec-1")])
+    state, _ = run(ledger, snapshot())
+    outcome = decide(state, BIZ, status(status_, 2), ledger, TODAY, policy=policy, at=at)
+    return ledger, applied(outcome).booking, outcome
+
+
+@pytest.mark.parametrize(
+    ("policy", "status_", "hours_before", "kept"),
+    [
+        (domain.Policy(), "no_show", 0, None),
+        (FORFEIT_NO_SHOWS, "no_show", 0, "no_show"),
+        (FORFEIT_NO_SHOWS, "cancelled", 1, None),
+        (DAY_AHEAD, "cancelled", 23, "late_cancel"),
+        (DAY_AHEAD, "cancelled", 24, None),
+        (DAY_AHEAD, "cancelled", -2, "late_cancel"),  # cancelled after it should have begun
+        (DAY_AHEAD, "no_show", 0, None),
+        (domain.Policy(late_cancel_hours=0), "cancelled", 1, None),
+    ],
+)
+def test_the_business_s_policy_decides_whether_a_session_comes_back(
+    policy: domain.Policy, status_: str, hours_before: int, kept: str | None
+) -> None:
+    at = APPOINTMENT - timedelta(hours=hours_before)
+    ledger, booking, outcome = _ended(policy, status_, at)
+
+    [event] = applied(outcome).events
+    if kept is None:
+        assert isinstance(event, PackageRemoved)
+        assert event.session_restored
+        assert ledger.used("rec-1", MASSAGE) == 0
+    else:
+        assert isinstance(event, PackageForfeited)
+        assert (event.reason, event.sessions_remaining) == (kept, 9)
+        assert ledger.used("rec-1", MASSAGE) == 1
+        assert booking is not None
+        assert booking.held is not None  # the booking keeps its redemption
+
+
+def test_a_forfeited_session_is_forfeited_once_and_a_status_back_redeems_nothing() -> None:
+    ledger, booking, _ = _ended(FORFEIT_NO_SHOWS, "no_show", APPOINTMENT)
+
+    again = decide(booking, BIZ, status("cancelled", 3), ledger, TODAY, policy=FORFEIT_NO_SHOWS)
+    back = decide(applied(again).booking, BIZ, status("confirmed", 4), ledger, TODAY)
+
+    assert applied(again).events == ()
+    assert applied(back).events == ()
+    assert ledger.used("rec-1", MASSAGE) == 1
