@@ -119,7 +119,10 @@ class Stage:
     ) -> None:
         self.kafka = kafka_service
         self.postgres = postgres
-        self.settings = Settings(kafka_bootstrap_servers=kafka_service.bootstrap_servers)
+        self.settings = Settings(
+            kafka_bootstrap_servers=kafka_service.bootstrap_servers,
+            **kafka_service.topic_settings(),
+        )
         self.kafka_options = self.settings.kafka_options()
         self.dbs = database.Databases(postgres.url, f"{prefix}_{os.getpid()}")
 

@@ -33,7 +33,7 @@ ENDING = ("cancelled", "no_show")
 
 
 settings = Settings()
-broker = KafkaBroker(settings.kafka_bootstrap_servers)
+broker = KafkaBroker(settings.kafka_bootstrap_servers.split(","))
 app = FastStream(broker)
 engine = create_async_engine(settings.database_url.get_secret_value())
 Session = async_sessionmaker(engine, expire_on_commit=False)

@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import typer
 
 from deploy._process import InfraError, pid_alive, process_identity, wait_gone
+from deploy.kafka_cluster import LocalKafkaCluster
 from deploy.kafka_local import LocalKafka, default_cache_dir
 from deploy.postgres_local import PG_DATABASE, PG_PASSWORD, PG_USER, LocalPostgres
 
@@ -94,6 +95,10 @@ class KafkaService(_Service):
     """A Kafka cluster to use: its bootstrap servers and, when local, its controls."""
 
     bootstrap_servers: str
+
+    def topic_settings(self) -> dict[str, Any]:
+        """Settings that fit topics to this cluster: one broker holds one replica of each."""
+        return {} if self.origin == "env" else {"topic_replication_factor": 1}
 
 
 @dataclass(frozen=True)
@@ -197,8 +202,11 @@ def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
 
-def _env_lines(broker: LocalKafka, server: LocalPostgres) -> str:
-    return f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}\nDATABASE_URL={server.url}\n"
+def _env_lines(broker: LocalKafka | LocalKafkaCluster, server: LocalPostgres) -> str:
+    lines = f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}\nDATABASE_URL={server.url}\n"
+    # Topics get a replica per broker, three at most (the production default).
+    replicas = min(broker.size, 3) if isinstance(broker, LocalKafkaCluster) else 1
+    return lines + f"PACKAGES_TOPIC_REPLICATION_FACTOR={replicas}\n"
 
 
 def _running_up(directory: Path) -> int | None:
@@ -216,7 +224,7 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _stop_quietly(server: LocalKafka | LocalPostgres) -> None:
+def _stop_quietly(server: LocalKafka | LocalKafkaCluster | LocalPostgres) -> None:
     """Stop a server, logging rather than raising, so the other one is stopped too."""
     try:
         server.stop()
@@ -225,7 +233,12 @@ def _stop_quietly(server: LocalKafka | LocalPostgres) -> None:
 
 
 @app.command()
-def up(directory: DirOption = Path(".local")) -> None:
+def up(
+    directory: DirOption = Path(".local"),
+    brokers: Annotated[
+        int, typer.Option(min=1, max=5, help="Kafka brokers: 3 for a replicated KRaft cluster")
+    ] = 1,
+) -> None:
     """Start both servers, print their addresses and run until SIGINT or SIGTERM."""
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -236,7 +249,11 @@ def up(directory: DirOption = Path(".local")) -> None:
     (directory / "env").unlink(missing_ok=True)  # a killed `up` leaves a stale one
     pid_file = directory / "infra.pid"
     pid_file.write_text(f"{process_identity(os.getpid())}\n")
-    broker = LocalKafka(directory / "kafka")
+    broker: LocalKafka | LocalKafkaCluster = (
+        LocalKafkaCluster(directory / "kafka-cluster", brokers)
+        if brokers > 1
+        else LocalKafka(directory / "kafka")
+    )
     server = LocalPostgres(directory / "postgres", max_connections=MAX_CONNECTIONS)
     # Raising from the handler also cuts a slow start short; the finally block cleans up.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -278,6 +295,7 @@ def down(directory: DirOption = Path(".local")) -> None:
     # Leftovers of an `up` that was killed outright: the pid files still name them.
     LocalPostgres(directory / "postgres").stop()
     LocalKafka(directory / "kafka").stop()
+    LocalKafkaCluster(directory / "kafka-cluster").stop()
     (directory / "env").unlink(missing_ok=True)
     (directory / "infra.pid").unlink(missing_ok=True)
     typer.echo("stopped")

@@ -218,9 +218,21 @@ class Listener:
 
 
 def _server_properties(
-    log_dirs: Path, port: int, controller_port: int, extra: Sequence[Listener] = ()
+    log_dirs: Path,
+    port: int,
+    controller_port: int,
+    extra: Sequence[Listener] = (),
+    *,
+    node_id: int = 1,
+    voters: str | None = None,
+    replicas: int = 1,
 ) -> str:
-    """Return server.properties for one combined broker+controller node on 127.0.0.1."""
+    """Return server.properties for one combined broker+controller node on 127.0.0.1.
+
+    Alone (the default) it is its own quorum with one replica of everything; in a cluster,
+    `voters` names every node's controller and `replicas` how many copies internal topics keep.
+    """
+    in_sync = str(max(1, replicas - 1))
     listeners = [f"PLAINTEXT://{LOCALHOST}:{port}", *(f"{x.name}://{x.address}" for x in extra)]
     protocols = [
         "PLAINTEXT:PLAINTEXT",
@@ -229,22 +241,22 @@ def _server_properties(
     ]
     settings = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{LOCALHOST}:{controller_port}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": voters or f"{node_id}@{LOCALHOST}:{controller_port}",
         "listeners": ",".join([*listeners, f"CONTROLLER://{LOCALHOST}:{controller_port}"]),
         "advertised.listeners": ",".join(listeners),
         "listener.security.protocol.map": ",".join(protocols),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(log_dirs),
-        # One replica: without these, consumer groups and transactions never start.
-        "offsets.topic.replication.factor": "1",
+        # As many replicas as brokers (one alone): else groups and transactions never start.
+        "offsets.topic.replication.factor": str(replicas),
         "offsets.topic.num.partitions": "3",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": in_sync,
         "transaction.state.log.num.partitions": "3",
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": in_sync,
         "group.initial.rebalance.delay.ms": "0",
         # The default 128 MiB dedupe buffer does not fit a 512 MiB heap.
         "log.cleaner.dedupe.buffer.size": "2097152",
@@ -295,14 +307,27 @@ class LocalKafka:
         controller_port: int | None = None,
         cache_dir: Path | None = None,
         listeners: Sequence[Listener] = (),
+        node_id: int = 1,
+        voters: str | None = None,
+        replicas: int = 1,
+        cluster_id: str | None = None,
     ) -> None:
-        """Describe a broker keeping its data in data_dir; nothing starts yet."""
+        """Describe a broker keeping its data in data_dir; nothing starts yet.
+
+        Alone by default; a node of a cluster (deploy.kafka_cluster) is given its id, the
+        quorum's voters, the replicas of internal topics and the cluster's id.
+        """
         self.data_dir = data_dir.resolve()
         self.port = port
         self.listeners = tuple(listeners)
         self.controller_port = controller_port
+        self.node_id = node_id
+        self._voters = voters
+        self._replicas = replicas
+        self._cluster_id = cluster_id
         self._cache_dir = cache_dir or default_cache_dir()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._launched_at = 0.0
 
     @property
     def bootstrap_servers(self) -> str:
@@ -328,8 +353,12 @@ class LocalKafka:
     def _state_file(self) -> Path:
         return self.data_dir / "state.json"
 
-    def start(self, timeout: float = 90.0) -> None:
-        """Start the broker (formatting its storage the first time) and wait until it answers."""
+    def start(self, timeout: float = 90.0, *, wait: bool = True) -> None:
+        """Start the broker (formatting its storage the first time) and wait until it answers.
+
+        `wait=False` only launches it: a cluster's first node cannot answer before a majority
+        of its quorum runs, so the cluster launches every node, then waits (`wait_ready`).
+        """
         if self._proc is not None and self._proc.poll() is None:
             return  # started by this handle and still up; a leftover is replaced below
         libs = ensure_kafka_jars(self._cache_dir)
@@ -338,11 +367,19 @@ class LocalKafka:
         self._stop_leftover()
         self._prepare_config()
         self._format_storage(java, libs)
-        started = time.monotonic()
+        self._launched_at = time.monotonic()
         self._launch(java, libs)
+        if wait:
+            self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Wait until the launched broker answers a client's metadata request."""
         self._wait_ready(timeout)
         logger.info(
-            "Kafka broker ready at %s in %.1f s", self.bootstrap_servers, time.monotonic() - started
+            "Kafka broker %d ready at %s in %.1f s",
+            self.node_id,
+            self.bootstrap_servers,
+            time.monotonic() - self._launched_at,
         )
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -412,7 +449,7 @@ class LocalKafka:
         self.controller_port = pick_port(self.controller_port, state_int(state, "controller_port"))
         if self.controller_port == self.port:
             raise InfraError(f"broker and controller ports must differ (both {self.port})")
-        cluster_id = state.get("cluster_id")
+        cluster_id = self._cluster_id or state.get("cluster_id")
         if not isinstance(cluster_id, str):
             cluster_id = _new_cluster_id()
         write_state(
@@ -421,7 +458,13 @@ class LocalKafka:
         )
         self._properties.write_text(
             _server_properties(
-                self.data_dir / "logs", self.port, self.controller_port, self.listeners
+                self.data_dir / "logs",
+                self.port,
+                self.controller_port,
+                self.listeners,
+                node_id=self.node_id,
+                voters=self._voters,
+                replicas=self._replicas,
             )
         )
 

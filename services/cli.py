@@ -1,21 +1,18 @@
-"""`packages`: run the system locally and operate it (migrations, topics, DLQ, groups)."""
+"""`packages`: one command per role (worker, api, migrate, topics) and the operator's tools."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Coroutine
-from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
-from services.bootstrap import create_topics, migrate
+from services.bootstrap import migrate
 from services.kernel.settings import load_settings
 
 app = typer.Typer(
@@ -29,16 +26,96 @@ T = TypeVar("T")
 
 @app.command("migrate")
 def migrate_command() -> None:
-    """Apply every migration to DATABASE_URL."""
+    """Apply every migration to DATABASE_URL (a one-shot step before the workers start)."""
     migrate(load_settings().database_url.get_secret_value())
     typer.echo("database is at the newest migration")
 
 
 @app.command("topics")
-def topics_command() -> None:
-    """Create every topic on KAFKA_BOOTSTRAP_SERVERS with explicit partition counts."""
-    created = asyncio.run(create_topics(load_settings()))
-    typer.echo(f"created {len(created)} topics" if created else "every topic exists")
+def topics_command(
+    *,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only report drift; exit 1 if there is any")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the declaration; touch no cluster")
+    ] = False,
+) -> None:
+    """Apply the topics' declaration to KAFKA_BOOTSTRAP_SERVERS: create, grow, configure.
+
+    Never lowers a partition count or deletes a topic. Replication and min.insync.replicas
+    come from PACKAGES_TOPIC_REPLICATION_FACTOR (3) and PACKAGES_TOPIC_MIN_INSYNC_REPLICAS.
+    """
+    from services.ops import topics
+
+    settings = load_settings()
+    specs = topics.declared(settings)
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(s) for s in specs], indent=2))
+        return
+    if check:
+        drift = _run(topics.drift(settings, specs))
+        for d in drift:
+            typer.echo(f"drift: {d}")
+        typer.echo(f"{len(drift)} drifts in {len(specs)} topics" if drift else "no drift")
+        if drift:
+            raise typer.Exit(1)
+        return
+    done = _run(topics.apply(settings, specs))
+    for verb, names in (
+        ("created", done.created),
+        ("grew partitions of", done.grown),
+        ("set the declared configs of", done.reconfigured),
+    ):
+        if names:
+            typer.echo(f"{verb} {len(names)} topics: {', '.join(names)}")
+    for d in done.unfixable:
+        typer.echo(f"left: {d}", err=True)
+    if not (done.created or done.grown or done.reconfigured or done.unfixable):
+        typer.echo("every topic is as declared")
+    if done.unfixable:
+        raise typer.Exit(1)
+
+
+@app.command("worker")
+def worker_command(
+    service: Annotated[str, typer.Argument(help="catalog, invoicing, records or redemption")],
+) -> None:
+    """Run one consumer service until SIGTERM, which drains its batches and relay, then exits.
+
+    Health and metrics on PACKAGES_HTTP_PORT when set (/health/live, /health/ready, /metrics).
+    """
+    if service not in SERVICES:
+        raise typer.BadParameter(f"one of {', '.join(SERVICES)}", param_hint="SERVICE")
+    _become([sys.executable, "-m", "faststream", "run", f"services.{service}.app:app"])
+
+
+@app.command("api")
+def api_command(
+    *,
+    host: Annotated[
+        str, typer.Option(envvar="PACKAGES_API_HOST", help="Address to listen on")
+    ] = "0.0.0.0",  # noqa: S104 - a container's port is reached from outside it
+    port: Annotated[
+        int, typer.Option(envvar="PACKAGES_HTTP_PORT", help="Port of the read API")
+    ] = 8080,
+    grace: Annotated[int, typer.Option(help="Seconds SIGTERM lets requests in flight finish")] = 20,
+) -> None:
+    """Run the read API (health on /health/live and /health/ready, metrics on /metrics)."""
+    _become(
+        [
+            sys.executable, "-m", "uvicorn", "services.http.app:app",
+            "--host", host, "--port", str(port),
+            "--timeout-graceful-shutdown", str(grace), "--no-access-log",
+        ]
+    )  # fmt: skip
+
+
+def _become(argv: list[str]) -> None:
+    """Replace this process with argv, so that it gets the container's signals itself."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)  # noqa: S606 - argv is sys.executable and constants
 
 
 @dlq_app.command("replay")
@@ -165,100 +242,6 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
     except (KafkaError, SQLAlchemyError, OSError, TimeoutError) as exc:
         typer.echo(f"failed: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(2) from None
-
-
-def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-@app.command("run")
-def run_command(
-    directory: Annotated[
-        Path, typer.Option("--dir", help="Data and logs of this local run")
-    ] = Path(".local/run"),
-    http_port: Annotated[int, typer.Option(help="Port of the read API")] = 8080,
-) -> None:
-    """Run the whole system here: Kafka, PostgreSQL, the four services and the read API."""
-    from deploy import infra
-    from services.kernel.service import HTTP_PORTS
-
-    directory = directory.resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _interrupt)
-    with infra.kafka(directory) as kafka, infra.postgres(directory) as postgres:
-        env = {
-            # Logs read in a terminal here: text unless asked otherwise (JSON elsewhere).
-            "PACKAGES_LOG_FORMAT": "text",
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "DATABASE_URL": postgres.url,
-            # Local use: the read API answers without a token unless told otherwise (said below).
-            "PACKAGES_API_AUTH": os.environ.get("PACKAGES_API_AUTH", "disabled"),
-        }
-        os.environ.update(env)
-        auth = env["PACKAGES_API_AUTH"]
-        open_api = auth == "disabled"
-        migrate(postgres.url)
-        asyncio.run(create_topics(load_settings()))
-        # Each worker on its own health and metrics port, whatever PACKAGES_HTTP_PORT says.
-        children = {
-            name: _spawn(
-                [sys.executable, "-m", "faststream", "run", f"services.{name}.app:app"],
-                {**env, "PACKAGES_HTTP_PORT": str(HTTP_PORTS[name])},
-                directory / f"{name}.log",
-            )
-            for name in SERVICES
-        }
-        children["read-api"] = _spawn(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "services.http.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(http_port),
-            ],
-            env,
-            directory / "read-api.log",
-        )
-        workers = "".join(
-            f"  {name + ':':<12}http://127.0.0.1:{port}/metrics  (health: /health/live,"
-            " /health/ready)\n"
-            for name, port in HTTP_PORTS.items()
-        )
-        typer.echo(
-            f"Packages is running.\n"
-            f"  Kafka:      {kafka.bootstrap_servers}\n"
-            f"  PostgreSQL: {postgres.dsn}\n"
-            f"  Read API:   http://127.0.0.1:{http_port}/docs  (health: /health/ready, /metrics)\n"
-            f"              PACKAGES_API_AUTH={auth}{' (no token: local use only)' * open_api}\n"
-            f"{workers}"
-            f"  Logs:       {directory}/<service>.log\n"
-            f"Press Ctrl-C to stop."
-        )
-        try:
-            while all(p.poll() is None for p in children.values()):
-                time.sleep(1)
-            dead = [n for n, p in children.items() if p.poll() is not None]
-            typer.echo(f"stopped because {', '.join(dead)} exited; see its log", err=True)
-        except KeyboardInterrupt:
-            typer.echo("stopping")
-        finally:
-            for p in children.values():
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            for p in children.values():
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-
-
-def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    # argv is built above from sys.executable and constants, never from input.
-    return subprocess.Popen(argv, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)  # noqa: S603
 
 
 if __name__ == "__main__":

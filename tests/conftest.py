@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deploy import infra
+from deploy.postgres_local import choose_pg_binaries
 from services.bootstrap import create_topics, migrate
 from services.kernel.db import make_engine
 from services.kernel.settings import Settings
@@ -49,6 +50,18 @@ class Infra:
         }
 
 
+def pytest_report_header() -> str:
+    """Say once which PostgreSQL the run uses, and for local binaries which and why."""
+    if os.environ.get("DATABASE_URL"):
+        return "PostgreSQL: DATABASE_URL"
+    if infra.docker_available():
+        return "PostgreSQL: a testcontainers container"
+    try:
+        return str(choose_pg_binaries(announce=False))
+    except infra.InfraError as exc:
+        return f"PostgreSQL: {exc}"
+
+
 @pytest.fixture(scope="session")
 def workdir() -> Iterator[Path]:
     """Where this session's servers keep their data and the services their logs.
@@ -75,7 +88,7 @@ def real_infra(workdir: Path, real_postgres: infra.PostgresService) -> Iterator[
     """Kafka with every topic, and the PostgreSQL above."""
     with infra.kafka(workdir) as kafka:
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
-        asyncio.run(create_topics(Settings()))
+        asyncio.run(create_topics(Settings(**kafka.topic_settings())))
         yield Infra(kafka, real_postgres, workdir)
 
 

@@ -84,7 +84,8 @@ class Service:
         self.http: HttpServer | None = None
         # FastStream's lines go through our handler too (JSON or text), not its own console one.
         self.broker = KafkaBroker(
-            self.settings.kafka_bootstrap_servers,
+            # A list: FastStream takes a string for one host and would not split "a:9092,b:9092".
+            self.settings.kafka_bootstrap_servers.split(","),
             security=self.settings.broker_security(),
             sasl_oauth_token_provider=self.settings.kafka_token_provider,
             graceful_timeout=15.0,

@@ -131,7 +131,12 @@ class Settings(BaseSettings):
     prune_batch: int = Field(1000, ge=1, le=100_000, description="Rows deleted per statement")
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
-    topic_replication_factor: int = Field(1, ge=1, le=5)
+    topic_replication_factor: int = Field(
+        3, ge=1, le=5, description="Replicas of every topic; 1 for a single local broker"
+    )
+    topic_min_insync_replicas: int | None = Field(
+        None, ge=1, le=5, description="In-sync replicas a write needs; unset: replication - 1"
+    )
     fault_crash_marker: str | None = Field(
         None, description="Tests only: SIGKILL after the commit of a batch holding this text"
     )
@@ -167,6 +172,22 @@ class Settings(BaseSettings):
         if value is not None and not Path(value).is_file():
             raise ValueError(f"no such file: {value}")
         return value
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """In-sync replicas an `acks=all` write needs: one broker may be down, not two."""
+        given = self.topic_min_insync_replicas
+        return given if given is not None else max(1, self.topic_replication_factor - 1)
+
+    @model_validator(mode="after")
+    def _insync_fits_replication(self) -> Self:
+        if self.min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                f"{ENV_PREFIX}TOPIC_MIN_INSYNC_REPLICAS={self.min_insync_replicas} exceeds "
+                f"{ENV_PREFIX}TOPIC_REPLICATION_FACTOR={self.topic_replication_factor}:"
+                " no write could ever succeed"
+            )
+        return self
 
     @field_validator(
         "api_jwks_file",

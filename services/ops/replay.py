@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from tqdm import tqdm
+from rich.console import Console
+from rich.progress import Progress
 
 from contracts.topics import DLQ_SUFFIX, INBOUND, dlq
 from services.kernel.settings import Settings
@@ -107,20 +108,17 @@ async def replay(
         for tp, log in (await reading.logs(kafka, tps)).items():
             start = positions[tp].fit(log.start, log.end)
             covered[tp] = reading.Span(log.start if start is None else start, log.end)
-        bar = stack.enter_context(
-            tqdm(
-                total=sum(len(s) for s in covered.values()),
-                unit="msg",
-                desc=f"reading {dlq(topic)}" if dry_run else f"replaying {dlq(topic)}",
-                disable=not progress,
-            )
+        bar = stack.enter_context(Progress(console=Console(stderr=True), disable=not progress))
+        task = bar.add_task(
+            f"reading {dlq(topic)}" if dry_run else f"replaying {dlq(topic)}",
+            total=sum(len(s) for s in covered.values()),
         )
         batches = await stack.enter_async_context(aclosing(reading.read(kafka, covered)))
         async for batch in batches:
             done = await _replay_batch(
                 batch, positions, selection, producer=producer, report=report, limit=limit
             )
-            bar.update(len(batch))
+            bar.advance(task, len(batch))
             if producer is not None:
                 # Only now: every send of the batch is acknowledged by the broker.
                 await _commit(kafka, positions)

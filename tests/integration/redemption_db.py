@@ -19,14 +19,13 @@ from services.invoicing.tables import metadata as invoicing_metadata
 from services.records.tables import metadata as records_metadata
 from services.redemption.tables import metadata as redemption_metadata
 
-DATA_DIR = Path("/tmp/redemption-pg")
 METADATA = (catalog_metadata, records_metadata, redemption_metadata, invoicing_metadata)
 
 
 @pytest.fixture(scope="session")
-def redemption_pg() -> Iterator[LocalPostgres]:
-    """A real PostgreSQL of our own, stopped at the end of the run."""
-    server = start_postgres(DATA_DIR)
+def redemption_pg(workdir: Path) -> Iterator[LocalPostgres]:
+    """A real PostgreSQL of our own in this run's directory, stopped at the end of the run."""
+    server = start_postgres(workdir / "redemption-pg")
     yield server
     server.stop()
 

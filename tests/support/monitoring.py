@@ -1,4 +1,5 @@
-"""The alert rules and dashboard that ship in deploy/monitoring, and the metrics they query."""
+"""The alert rules and dashboard that ship with the chart (and the compose file), and the
+metrics they query."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import orjson
 import promql_parser
 import yaml
 
-MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
+MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "packages" / "files"
 RULES = MONITORING / "alerts.yaml"
 RULE_TESTS = MONITORING / "alerts.test.yaml"
-DASHBOARD = MONITORING / "dashboard.json"
+DASHBOARD = MONITORING / "dashboards" / "packages.json"
 # Series Prometheus makes itself for every scrape target.
 PROMETHEUS_OWN = frozenset({"up"})
 

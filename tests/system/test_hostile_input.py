@@ -20,7 +20,6 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from contracts.codec import MAX_MESSAGE_BYTES
 from contracts.topics import dlq
-from services.bootstrap import DLQ_MAX_MESSAGE_BYTES
 from services.kernel.dead_letters import (
     ERROR,
     ERROR_CODE,
@@ -28,6 +27,7 @@ from services.kernel.dead_letters import (
     ORIGINAL_TOPIC,
     VALUE_OMITTED,
 )
+from services.ops.topics import DLQ_MAX_MESSAGE_BYTES
 from tests.conftest import Infra
 from tests.support import events
 from tests.support.flow import SERVICE_OF, Platform

@@ -142,7 +142,7 @@ async def _run_catalog(
 ) -> None:
     """The catalog consumes through this door, and its relay publishes through it."""
     settings = secure.settings(env)
-    await create_topics(settings)
+    await create_topics(settings.model_copy(update={"topic_replication_factor": 1}))  # one broker
     catalog = ServiceProcess("catalog", {**env, "DATABASE_URL": database}, log).start()
     try:
         platform = Platform(env["KAFKA_BOOTSTRAP_SERVERS"], engine, settings.kafka_options())

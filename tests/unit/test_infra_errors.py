@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy import postgres_local
 from deploy.infra import PostgresService, docker_available
 from deploy.kafka_local import InfraError, LocalKafka, ensure_kafka_jars
 from deploy.postgres_local import find_pg_bin_dir
@@ -106,3 +107,26 @@ def test_postgres_service_gives_a_plain_dsn_for_asyncpg() -> None:
     assert not service.restartable
     with pytest.raises(InfraError, match="cannot be stopped"):
         service.stop()
+
+
+def test_the_chosen_postgres_binaries_are_said_once_with_why_the_others_were_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken, working = tmp_path / "bundled" / "bin", tmp_path / "debian" / "bin"
+    for bin_dir, body in (
+        (broken, "echo 'postgres: cannot enter /home/alice/.venv' >&2; exit 1"),
+        (working, "echo 'postgres (PostgreSQL) 17.6'"),
+    ):
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "postgres").write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / "postgres").chmod(0o755)
+    monkeypatch.setattr(postgres_local, "_candidate_bin_dirs", lambda: [broken, working])
+    monkeypatch.setattr(postgres_local, "_service_account", lambda: None)
+
+    first = postgres_local.choose_pg_binaries()
+    again = postgres_local.choose_pg_binaries()
+
+    assert first is again
+    assert first.bin_dir == working
+    assert f"not {broken}: postgres: cannot enter /home/alice/.venv" in first.reason
+    assert capsys.readouterr().err.count("PostgreSQL binaries:") == 1

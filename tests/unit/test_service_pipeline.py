@@ -246,3 +246,16 @@ async def test_a_topped_up_batch_that_fails_is_fetched_again_whole() -> None:
         TopicPartition("booking.created", 1): 30,
     }
     assert not any(step.startswith("commit") for step in journal.steps)
+
+
+def test_a_service_reaches_every_broker_of_a_cluster() -> None:
+    settings = Settings(kafka_bootstrap_servers="kafka-1:9092,kafka-2:9092,kafka-3:9092")
+
+    service = Service(
+        "redemption", kernel_tables(metadata("redemption")), _never, settings=settings
+    )
+
+    # What the broker hands aiokafka: one string would be taken as a single host name.
+    assert service.broker._connection_kwargs["bootstrap_servers"] == [
+        "kafka-1:9092", "kafka-2:9092", "kafka-3:9092"
+    ]  # fmt: skip
