@@ -14,6 +14,8 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +24,32 @@ _LOWEST_PORT = 20000  # clear of the well-known ports databases and brokers defa
 _BANNER = "\n===== "
 # Log levels of Kafka and PostgreSQL, and Java exception headlines (the lines naming the cause).
 _ERROR_LINE = re.compile(r"\b(ERROR|FATAL|PANIC)\b|^(Caused by: )?[\w.$]+(Exception|Error)(:|$)")
+
+
+class Started:
+    """A local server used as a context manager: started on entry, stopped on exit."""
+
+    def start(self) -> None:
+        """Start the server (each server says how)."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server (each server says how)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        """Start the server."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the server."""
+        self.stop()
 
 
 class InfraError(RuntimeError):

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from deploy._process import LOCALHOST, InfraError, free_port, read_state, write_state
+from deploy._process import (
+    LOCALHOST,
+    InfraError,
+    Started,
+    free_port,
+    read_state,
+    write_state,
+)
 from deploy.kafka_local import LocalKafka, _new_cluster_id, _run_async, default_cache_dir
 
 __all__ = ["LocalKafkaCluster"]
 
 
-class LocalKafkaCluster:
+class LocalKafkaCluster(Started):
     """`size` combined broker+controller nodes; ports and cluster id kept across restarts."""
 
     def __init__(self, data_dir: Path, size: int = 3, cache_dir: Path | None = None) -> None:
@@ -59,20 +65,6 @@ class LocalKafkaCluster:
         for node in reversed(self.nodes):
             with contextlib.suppress(InfraError, OSError):
                 node.stop(timeout)
-
-    def __enter__(self) -> Self:
-        """Start the cluster."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the cluster."""
-        self.stop()
 
     def leaders(self, topics: list[str]) -> dict[tuple[str, int], int]:
         """The node id leading each partition of the topics, as the cluster reports it now."""

@@ -18,8 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
@@ -27,6 +26,7 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 from deploy._process import (
     LOCALHOST,
     InfraError,
+    Started,
     log_tail,
     open_log,
     pick_port,
@@ -296,7 +296,7 @@ async def _cluster_answers(bootstrap: str) -> bool:
             await admin.close()
 
 
-class LocalKafka:
+class LocalKafka(Started):
     """A single-node KRaft broker in its own process group, restartable on the same ports."""
 
     def __init__(
@@ -410,20 +410,6 @@ class LocalKafka:
             return self._proc.poll() is None
         pid = self._pid()
         return pid is not None and pid_runs(pid, str(self._properties))
-
-    def __enter__(self) -> Self:
-        """Start the broker."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the broker."""
-        self.stop()
 
     def _pid(self) -> int | None:
         """Return the broker's pid: our child's, else the one in the pid file."""

@@ -14,12 +14,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from deploy._process import (
     LOCALHOST,
     InfraError,
+    Started,
     log_tail,
     open_log,
     pick_port,
@@ -233,7 +233,7 @@ class ServerCertificate:
     key: Path
 
 
-class LocalPostgres:
+class LocalPostgres(Started):
     """A PostgreSQL server in its own process group, restartable on the same port and data."""
 
     def __init__(
@@ -329,20 +329,6 @@ class LocalPostgres:
         """Stop the server and start it again on the same port and data."""
         self.stop()
         self.start(timeout)
-
-    def __enter__(self) -> Self:
-        """Start the server."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the server."""
-        self.stop()
 
     def _bin(self, name: str) -> str:
         assert self._bin_dir is not None
